@@ -1,0 +1,356 @@
+"""Data sets as in-memory tensors: uint8 images N×C×H×W, int64 labels, class names, provenance.
+
+`load(name)` looks for local copies first (explicit `root`, `$DML_DATA`, the project's `data/`,
+Debian's `/usr/share/datasets`), then downloads through torchvision. `digits` (scikit-learn's
+bundled 8×8 digits, upscaled to 28×28) works on any machine, offline.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import pickle
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+PROJECT_DATA = Path(__file__).resolve().parent.parent / "data"
+DEBIAN_DATA = Path("/usr/share/datasets")
+CACHE_VERSION = 1  # bump when decoding changes, so old caches are never reused
+
+MNIST_CLASSES = [str(i) for i in range(10)]
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck"]
+
+# name -> (folder names to look for under a data root, class names)
+KNOWN = {
+    "mnist": (["mnist", "MNIST"], MNIST_CLASSES),
+    "fashion_mnist": (["fashion_mnist", "fashion-mnist", "FashionMNIST"], FASHION_CLASSES),
+    "cifar10": (["cifar10", "cifar-10", "CIFAR10"], CIFAR10_CLASSES),
+    "digits": ([], MNIST_CLASSES),
+}
+NAMES = sorted(KNOWN)
+
+
+@dataclass
+class ImageData:
+    """A train/test split held as tensors. Images are uint8 N×C×H×W, labels int64."""
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: list[str]
+    source: str
+    name: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        c, h, w = self.x_train.shape[1:]
+        return (f"ImageData({self.name!r}: train {len(self.y_train):,}, test {len(self.y_test):,}, "
+                f"{c}×{h}×{w}, {len(self.classes)} classes; {self.source})")
+
+    def select(self, classes: list[int], relabel: bool = True) -> "ImageData":
+        """Keep only `classes` (e.g. the normal ones); labels become 0..k-1 in that order if `relabel`."""
+        tr, te = select_classes(self.x_train, self.y_train, classes, relabel), \
+            select_classes(self.x_test, self.y_test, classes, relabel)
+        names = [self.classes[c] for c in classes] if relabel else self.classes
+        return replace(self, x_train=tr[0], y_train=tr[1], x_test=te[0], y_test=te[1], classes=names,
+                       name=f"{self.name}[{','.join(map(str, classes))}]")
+
+    def per_class(self, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> "ImageData":
+        """Subsample at most `n_train` / `n_test` images per class (seeded; None keeps all)."""
+        x_tr, y_tr = sample_per_class(self.x_train, self.y_train, n_train, seed)
+        x_te, y_te = sample_per_class(self.x_test, self.y_test, n_test, seed)
+        return replace(self, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te,
+                       name=f"{self.name}[n={n_train}/{n_test},seed={seed}]")
+
+
+class DataNotFound(FileNotFoundError):
+    """Raised when a data set is neither found locally nor downloadable."""
+
+
+# ----------------------------------------------------------------------------- readers
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an idx file (MNIST format), gzipped or not, into a numpy array."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ValueError(f"{path} is not an unsigned-byte idx file (bad magic number {raw[:4].hex()})")
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(shape)):
+        raise ValueError(f"{path}: header says {shape} but holds {data.size} bytes (truncated file?)")
+    return data.reshape(shape)
+
+
+def _find_file(folder: Path, stem: str) -> Path | None:
+    for cand in (folder / f"{stem}.gz", folder / stem, folder / "raw" / f"{stem}.gz", folder / "raw" / stem):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def read_idx_folder(folder: str | Path) -> tuple[torch.Tensor, ...] | None:
+    """The four canonical idx files in `folder` (or `folder/raw`) -> x_train, y_train, x_test, y_test."""
+    folder = Path(folder)
+    stems = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    files = [_find_file(folder, s) for s in stems]
+    if any(f is None for f in files):
+        return None
+    xtr, ytr, xte, yte = (read_idx(f) for f in files)
+    if len(xtr) != len(ytr) or len(xte) != len(yte):
+        raise ValueError(f"{folder}: image and label counts differ")
+    return (torch.from_numpy(xtr.copy()).unsqueeze(1), torch.from_numpy(ytr.astype(np.int64)),
+            torch.from_numpy(xte.copy()).unsqueeze(1), torch.from_numpy(yte.astype(np.int64)))
+
+
+def read_image_folder(folder: str | Path, classes: list[str] | None = None,
+                      size: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Decode `folder/<class>/*` images into uint8 N×C×H×W. Class order: `classes` or sorted names."""
+    from PIL import Image
+
+    folder = Path(folder)
+    names = classes or sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if not names:
+        raise DataNotFound(f"{folder} has no class sub-folders (expected {folder}/<class>/<image>)")
+    xs, ys = [], []
+    for label, name in enumerate(names):
+        files = sorted(p for p in (folder / name).iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp"})
+        for p in files:
+            with Image.open(p) as im:
+                arr = np.asarray(im)
+            if arr.ndim == 2:
+                arr = arr[..., None]
+            xs.append(arr[..., :3])
+            ys.append(label)
+    if not xs:
+        raise DataNotFound(f"{folder} holds no images")
+    shapes = {a.shape for a in xs}
+    if len(shapes) > 1:
+        if size is None:
+            raise ValueError(f"{folder}: images differ in size {sorted(shapes)[:3]}…; pass size=(H, W)")
+    x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous() if len(shapes) == 1 else None
+    if size is not None and (x is None or tuple(x.shape[-2:]) != tuple(size)):
+        x = torch.stack([F.interpolate(torch.from_numpy(a).permute(2, 0, 1)[None].float(), size=size,
+                                       mode="bilinear", antialias=True)[0].round().clamp(0, 255).byte()
+                         for a in xs])
+    return x, torch.tensor(ys, dtype=torch.int64), list(names)
+
+
+def read_split_folder(folder: str | Path) -> tuple[tuple[torch.Tensor, ...], list[str]] | None:
+    """`folder/train/<class>/…` and `folder/test/<class>/…` -> tensors and class names."""
+    folder = Path(folder)
+    if not (folder / "train").is_dir() or not (folder / "test").is_dir():
+        return None
+    xtr, ytr, names = read_image_folder(folder / "train")
+    xte, yte, _ = read_image_folder(folder / "test", classes=names)
+    return (xtr, ytr, xte, yte), names
+
+
+def read_cifar_pickles(folder: str | Path) -> tuple[torch.Tensor, ...] | None:
+    """CIFAR-10's python pickles (`data_batch_1..5`, `test_batch`) -> tensors, or None if absent."""
+    folder = Path(folder)
+    if (folder / "cifar-10-batches-py").is_dir():
+        folder = folder / "cifar-10-batches-py"
+    train_files = [folder / f"data_batch_{i}" for i in range(1, 6)]
+    if not all(p.is_file() for p in train_files + [folder / "test_batch"]):
+        return None
+
+    def read(paths):
+        xs, ys = [], []
+        for p in paths:
+            with open(p, "rb") as f:
+                d = pickle.load(f, encoding="latin1")
+            xs.append(np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(d["labels"], dtype=np.int64))
+        return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
+
+    return (*read(train_files), *read([folder / "test_batch"]))
+
+
+def load_digits28() -> ImageData:
+    """scikit-learn's 1,797 bundled 8×8 digits, upscaled to 28×28 uint8 (a fixed 75/25 split, seed 0)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.from_numpy(d.images).float().unsqueeze(1) / 16.0  # values 0..16
+    x = F.interpolate(x, size=(20, 20), mode="bilinear", align_corners=False)
+    x = F.pad(x, (4, 4, 4, 4))  # MNIST-like: a 20×20 digit centred in 28×28
+    x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
+    y = torch.from_numpy(d.target.astype(np.int64))
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    n_tr = int(0.75 * len(y))
+    tr, te = perm[:n_tr].sort().values, perm[n_tr:].sort().values
+    return ImageData(x[tr], y[tr], x[te], y[te], MNIST_CLASSES,
+                     "scikit-learn load_digits (bundled, offline), 8×8 upscaled to 28×28", "digits")
+
+
+# ----------------------------------------------------------------------------- lookup
+def search_roots(root: str | Path | None = None) -> list[Path]:
+    """Where local copies are looked for, in order."""
+    roots = []
+    if root is not None:
+        roots.append(Path(root).expanduser())
+    if os.environ.get("DML_DATA"):
+        roots.append(Path(os.environ["DML_DATA"]).expanduser())
+    roots += [PROJECT_DATA, DEBIAN_DATA]
+    return roots
+
+
+def _read_local(name: str, folder: Path):
+    """Try every format we know in `folder`; return (tensors, classes) or None."""
+    if name in ("mnist", "fashion_mnist"):
+        t = read_idx_folder(folder)
+        return (t, None) if t is not None else None
+    if name == "cifar10":
+        t = read_cifar_pickles(folder)
+        if t is not None:
+            return t, None
+    got = read_split_folder(folder)
+    return got
+
+
+def _signature(paths: list[Path]) -> str:
+    """Key a cache by the files it came from (path, size, mtime) and the decoder version."""
+    h = hashlib.sha1(str(CACHE_VERSION).encode())
+    for p in sorted(paths):
+        for f in sorted(p.rglob("*")) if p.is_dir() else [p]:
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def cache_dir() -> Path:
+    """Folder for decoded data and trained models (`$DML_CACHE`, default `data/cache`)."""
+    d = Path(os.environ.get("DML_CACHE", PROJECT_DATA / "cache"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _cached(name: str, folder: Path, reader):
+    key = f"{name}-{_signature([folder])}"
+    path = cache_dir() / f"{key}.pt"
+    if path.is_file():
+        return torch.load(path, weights_only=True)
+    got = reader()
+    if got is not None:
+        torch.save(got, path)
+    return got
+
+
+def _download(name: str, dest: Path) -> tuple[torch.Tensor, ...]:
+    import torchvision.datasets as tvd
+
+    cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
+    out = []
+    for train in (True, False):
+        ds = cls(str(dest), train=train, download=True)
+        x = torch.as_tensor(np.asarray(ds.data))
+        x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
+        out += [x, torch.as_tensor(ds.targets, dtype=torch.int64)]
+    return tuple(out)
+
+
+def load(name: str, root: str | Path | None = None, download: bool = True,
+         fallback: str | None = None) -> ImageData:
+    """Load a data set by name (see `NAMES`) or from an image-folder path with train/ and test/.
+
+    Looks in `root`, `$DML_DATA`, the project's `data/`, `/usr/share/datasets`; then downloads with
+    torchvision if `download`. If all fail and `fallback` is given (e.g. "digits"), loads that instead
+    and says so; otherwise raises `DataNotFound` explaining where it looked and how to fix it.
+    """
+    if name not in KNOWN:
+        p = Path(name).expanduser()
+        if p.is_dir():
+            got = read_split_folder(p)
+            if got is None:
+                raise DataNotFound(f"{p} must contain train/<class>/… and test/<class>/… image folders")
+            (xtr, ytr, xte, yte), classes = got
+            return ImageData(xtr, ytr, xte, yte, classes, f"image folder {p}", p.name)
+        raise ValueError(f"unknown data set {name!r}: choose one of {NAMES} "
+                         f"or pass a folder that holds train/<class>/ and test/<class>/ images")
+    if name == "digits":
+        return load_digits28()
+
+    folders, classes = KNOWN[name]
+    looked = []
+    for r in search_roots(root):
+        for sub in folders + ([""] if r == root else []):
+            folder = r / sub if sub else r
+            if name == "fashion_mnist" and r == DEBIAN_DATA and sub != "fashion-mnist":
+                continue
+            looked.append(str(folder))
+            if not folder.is_dir():
+                continue
+            got = _cached(name, folder, lambda f=folder: _read_local(name, f))
+            if got is None:
+                continue
+            tensors, found_classes = got
+            return ImageData(*tensors, found_classes or classes, f"local copy in {folder}", name)
+    problem = "download disabled"
+    if download:
+        dest = PROJECT_DATA / "torchvision"
+        try:
+            t = _download(name, dest)
+            return ImageData(*t, classes, f"downloaded by torchvision into {dest}", name)
+        except Exception as e:  # offline, blocked, …
+            problem = f"download failed: {type(e).__name__}: {str(e)[:120]}"
+    msg = (f"could not load {name!r} ({problem}). Looked in: {', '.join(looked)}.\n"
+           f"Fix: put the four idx .gz files (MNIST / Fashion-MNIST) or train/<class>/ and test/<class>/ "
+           f"image folders (CIFAR-10) under <root>/{folders[0]}/ and set DML_DATA=<root>, or pass root=…; "
+           f"or use the offline data set 'digits' (scikit-learn's bundled handwritten digits).")
+    if fallback:
+        warnings.warn(msg + f"\nUsing {fallback!r} instead.", stacklevel=2)
+        data = load(fallback, root, download=False)
+        data.notes.append(f"{name!r} was not available ({problem}); using {fallback!r} instead")
+        return data
+    raise DataNotFound(msg)
+
+
+# ----------------------------------------------------------------------------- selection
+def select_classes(x: torch.Tensor, y: torch.Tensor, classes: list[int],
+                   relabel: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep samples whose label is in `classes`; relabel them 0..k-1 in the order given."""
+    classes = list(classes)
+    keep = torch.isin(y, torch.tensor(classes, dtype=y.dtype))
+    x, y = x[keep], y[keep]
+    if relabel:
+        lut = torch.full((int(max(classes)) + 1,), -1, dtype=torch.int64)
+        lut[torch.tensor(classes)] = torch.arange(len(classes))
+        y = lut[y]
+    return x, y
+
+
+def sample_per_class(x: torch.Tensor, y: torch.Tensor, n: int | None,
+                     seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """At most `n` random samples of every class (seeded), in original order. None keeps all."""
+    if n is None:
+        return x, y
+    g = torch.Generator().manual_seed(seed)
+    idx = []
+    for c in torch.unique(y):
+        members = torch.nonzero(y == c).flatten()
+        idx.append(members[torch.randperm(len(members), generator=g)[:n]])
+    idx = torch.cat(idx).sort().values
+    return x[idx], y[idx]
+
+
+def to_gray28(x: torch.Tensor) -> torch.Tensor:
+    """RGB (or gray) uint8 images -> 1×28×28 grayscale uint8 (ITU-R 601 luma, antialiased resize)."""
+    xf = x.float()
+    if xf.shape[1] == 3:
+        xf = (xf * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    if tuple(xf.shape[-2:]) != (28, 28):
+        xf = F.interpolate(xf, size=(28, 28), mode="bilinear", antialias=True, align_corners=False)
+    return xf.round().clamp(0, 255).to(torch.uint8)

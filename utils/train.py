@@ -1,0 +1,296 @@
+"""Training and evaluation: one `fit` for every embedding network + loss head.
+
+The whole data set sits on the device as uint8; batches are index slices, augmentation and mixup
+are batched tensor ops, so there is no per-image Python work. One-cycle learning rate, bf16 autocast
+on GPU, a fastprogress bar, a per-epoch history, and a NaN guard that names the head and step.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import losses, models
+from .data import ImageData, cache_dir
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def random_shift(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
+    """Translate every image by its own random offset in [-pad, pad] pixels (zero fill)."""
+    b, c, h, w = x.shape
+    xp = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (b, 1), generator=g, device=g.device).to(x.device)
+    dx = torch.randint(0, 2 * pad + 1, (b, 1), generator=g, device=g.device).to(x.device)
+    rows = (dy + torch.arange(h, device=x.device))[:, :, None]          # b×h×1
+    cols = (dx + torch.arange(w, device=x.device))[:, None, :]          # b×1×w
+    out = xp[torch.arange(b, device=x.device)[:, None, None], :, rows, cols]  # b×h×w×c
+    return out.permute(0, 3, 1, 2)
+
+
+@contextmanager
+def per_sample(head: losses.Head):
+    """Temporarily switch a head to per-sample losses (reduction='none')."""
+    old, head.reduction = head.reduction, "none"
+    try:
+        yield head
+    finally:
+        head.reduction = old
+
+
+def mixup_loss(model: nn.Module, head: losses.Head, xb: torch.Tensor, yb: torch.Tensor,
+               alpha: float, g: torch.Generator) -> torch.Tensor:
+    """Mixup (Zhang et al. 2018) for any head: mix images, then mix the two per-sample losses."""
+    b = len(yb)
+    lam = torch.distributions.Beta(alpha, alpha).sample((b,)).to(xb.device)  # uses the global RNG
+    lam = torch.maximum(lam, 1 - lam)                    # fastai's trick: the first image dominates
+    perm = torch.randperm(b, generator=g, device=g.device).to(xb.device)
+    xf = xb.float() / 255 if xb.dtype == torch.uint8 else xb
+    lam_img = lam.view(-1, *([1] * (xf.ndim - 1)))
+    emb = model(lam_img * xf + (1 - lam_img) * xf[perm])
+    with per_sample(head):
+        loss = lam * head(emb, yb) + (1 - lam) * head(emb, yb[perm])
+    return loss.mean()
+
+
+def param_groups(model: nn.Module, head: losses.Head, lr: float, wd: float) -> list[dict]:
+    """Model weights with weight decay; biases/norms without; then the head's own groups."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "lr": lr, "weight_decay": wd},
+              {"params": no_decay, "lr": lr, "weight_decay": 0.0}]
+    for gr in head.param_groups(lr):
+        gr.setdefault("weight_decay", wd if all(p.ndim > 1 for p in gr["params"]) else 0.0)
+        groups.append(gr)
+    return groups
+
+
+class NaNLossError(FloatingPointError):
+    """The loss became NaN or infinite."""
+
+
+def fit(model: nn.Module, head: losses.Head, x: torch.Tensor, y: torch.Tensor, *,
+        epochs: int = 15, bs: int = 128, lr: float = 3e-3, wd: float = 1e-2,
+        augment: int = 0, mixup: float = 0.0, valid: tuple[torch.Tensor, torch.Tensor] | None = None,
+        seed: int = 0, device: torch.device | str | None = None, amp: bool | None = None,
+        progress: bool = True) -> pd.DataFrame:
+    """Train `model` + `head` with AdamW and a one-cycle schedule; return the per-epoch history.
+
+    x: uint8 images N×C×H×W, y: int64 labels. `augment` = max random shift in pixels (0 = none);
+    `mixup` = Beta(α, α) parameter (0 = off). `valid` = (x, y) evaluated after every epoch.
+    Every parameter of the head is optimized (class weights, centers, learnable scales).
+    """
+    from fastprogress.fastprogress import master_bar, progress_bar
+
+    device = torch.device(device) if device is not None else default_device()
+    amp = (device.type == "cuda") if amp is None else amp
+    model.to(device).to(memory_format=torch.channels_last)
+    head.to(device)
+    x, y = x.to(device), y.to(device)
+    g = torch.Generator(device=device).manual_seed(seed)
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(param_groups(model, head, lr, wd), lr=lr, betas=(0.9, 0.99))
+    steps = math.ceil(len(y) / bs)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=[gr["lr"] for gr in opt.param_groups], total_steps=epochs * steps, pct_start=0.25)
+    rows = []
+    mb = master_bar(range(epochs)) if progress else None
+    for epoch in (mb if progress else range(epochs)):
+        t0 = time.perf_counter()
+        model.train(), head.train()
+        order = torch.randperm(len(y), generator=g, device=device)
+        losses_buf = torch.zeros(steps, device=device)
+        batches = range(steps)
+        for i in (progress_bar(batches, parent=mb) if progress else batches):
+            idx = order[i * bs:(i + 1) * bs]
+            xb, yb = x[idx], y[idx]
+            if augment:
+                xb = random_shift(xb, augment, g)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                if mixup:
+                    loss = mixup_loss(model, head, xb, yb, mixup, g)
+                else:
+                    loss = head(model(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            head.step()
+            losses_buf[i] = loss.detach().float()
+            if (i + 1) % 50 == 0 or i == steps - 1:
+                _check_finite(losses_buf[:i + 1], head, epoch, steps)
+        row = {"epoch": epoch + 1, "train_loss": losses_buf.mean().item(),
+               "lr": sched.get_last_lr()[0]}
+        if valid is not None:
+            row.update(evaluate(model, head, *valid, device=device, amp=amp))
+        row["seconds"] = time.perf_counter() - t0
+        rows.append(row)
+        if progress:
+            mb.write(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+    return pd.DataFrame(rows)
+
+
+def _check_finite(buf: torch.Tensor, head: losses.Head, epoch: int, steps: int) -> None:
+    bad = ~torch.isfinite(buf)
+    if bad.any():
+        step = int(torch.nonzero(bad)[0]) + epoch * steps + 1
+        raise NaNLossError(
+            f"the {head.name!r} head produced a non-finite loss ({buf[bad][0].item()}) at step {step} "
+            f"(epoch {epoch + 1}). Try a lower learning rate, a smaller scale/margin, or amp=False.")
+
+
+@torch.no_grad()
+def embed(model: nn.Module, x: torch.Tensor, bs: int = 1024, device: torch.device | str | None = None,
+          amp: bool | None = None) -> torch.Tensor:
+    """Embeddings of `x` in eval mode, batched, returned as float32 on the CPU."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    amp = (device.type == "cuda") if amp is None else amp
+    model.eval()
+    out = []
+    for i in range(0, len(x), bs):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            out.append(model(x[i:i + bs].to(device)).float().cpu())
+    return torch.cat(out) if out else torch.empty(0, getattr(model, "emb_dim", 0))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, head: losses.Head, x: torch.Tensor, y: torch.Tensor,
+             device: torch.device | str | None = None, amp: bool | None = None) -> dict[str, float]:
+    """Test loss (the head's own objective) and accuracy (argmax of `head.logits`)."""
+    emb = embed(model, x, device=device, amp=amp)
+    head_dev = next(head.parameters(), torch.empty(0)).device
+    emb, y = emb.to(head_dev), y.to(head_dev)
+    head.eval()
+    return {"test_loss": head(emb, y).mean().item(),
+            "test_acc": (head.logits(emb).argmax(1) == y).float().mean().item()}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, head: losses.Head, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(embeddings, class probabilities) for `x`, on the CPU."""
+    emb = embed(model, x)
+    dev = next(head.parameters(), torch.empty(0)).device
+    return emb, head.eval().logits(emb.to(dev)).softmax(1).cpu()
+
+
+def accuracy(model: nn.Module, head: losses.Head, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Top-1 accuracy of `head.logits(model(x))`."""
+    return (predict(model, head, x)[1].argmax(1) == y.cpu()).float().mean().item()
+
+
+def lr_find(model: nn.Module, head: losses.Head, x: torch.Tensor, y: torch.Tensor, *,
+            start: float = 1e-5, end: float = 1.0, steps: int = 100, bs: int = 128,
+            seed: int = 0, device: torch.device | str | None = None) -> pd.DataFrame:
+    """Learning-rate range test (Smith 2015, fastai's lr_find): exponentially growing lr, smoothed loss.
+
+    Runs on copies, so `model` and `head` are left untouched. Stops when the loss explodes.
+    """
+    import copy
+
+    device = torch.device(device) if device is not None else default_device()
+    m, h = copy.deepcopy(model).to(device), copy.deepcopy(head).to(device)
+    opt = torch.optim.AdamW(param_groups(m, h, start, 0.0), lr=start)
+    g = torch.Generator(device=device).manual_seed(seed)
+    x, y = x.to(device), y.to(device)
+    rows, avg, best = [], 0.0, float("inf")
+    for i in range(steps):
+        lr = start * (end / start) ** (i / (steps - 1))
+        for gr in opt.param_groups:
+            gr["lr"] = lr
+        idx = torch.randint(0, len(y), (bs,), generator=g, device=device)
+        loss = h(m(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        avg = 0.98 * avg + 0.02 * loss.item()
+        smooth = avg / (1 - 0.98 ** (i + 1))
+        rows.append({"lr": lr, "loss": smooth})
+        best = min(best, smooth)
+        if not math.isfinite(smooth) or smooth > 4 * best:
+            break
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- cached training
+@dataclass
+class Trained:
+    """A trained embedding network, its head, the history, and the cache key it was stored under."""
+    model: nn.Module
+    head: losses.Head
+    history: pd.DataFrame
+    key: str
+    config: dict
+    from_cache: bool = False
+
+
+def _source_hash() -> str:
+    """Hash of the code that defines models, heads and training, so a code change invalidates caches."""
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha1()
+    for name in ("models.py", "losses.py", "train.py"):
+        h.update((here / name).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
+    """Content hash of a training set (images and labels)."""
+    h = hashlib.sha1()
+    h.update(x.contiguous().cpu().numpy().tobytes())
+    h.update(y.contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def train(data: ImageData, head: str = "softmax", *, arch: str = "cnn", emb_dim: int = 64,
+          hparams: dict | None = None, epochs: int = 15, bs: int = 128, lr: float = 3e-3,
+          wd: float = 1e-2, augment: int = 0, mixup: float = 0.0, seed: int = 0,
+          arch_kw: dict | None = None, cache: bool = True, progress: bool = True) -> Trained:
+    """Seed, build `arch` + `head`, fit on `data`'s train split (test split as validation), cache.
+
+    The cache key covers every argument, the training data's content and the training code, so a
+    change anywhere retrains instead of loading a stale model.
+    """
+    hparams, arch_kw = dict(hparams or {}), dict(arch_kw or {})
+    config = dict(arch=arch, arch_kw=arch_kw, emb_dim=emb_dim, head=head, hparams=hparams,
+                  epochs=epochs, bs=bs, lr=lr, wd=wd, augment=augment, mixup=mixup, seed=seed,
+                  data=data_fingerprint(data.x_train, data.y_train),
+                  test=data_fingerprint(data.x_test, data.y_test), code=_source_hash())
+    key = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_dir() / "models" / f"{arch}-{head}-{key}.pt"
+    seed_everything(seed)
+    net = models.make_model(arch, in_channels=data.x_train.shape[1], emb_dim=emb_dim, **arch_kw)
+    hd = losses.make(head, emb_dim=emb_dim, n_classes=len(data.classes), **hparams)
+    if cache and path.is_file():
+        state = torch.load(path, weights_only=True, map_location="cpu")
+        net.load_state_dict(state["model"])
+        hd.load_state_dict(state["head"])
+        device = default_device()
+        return Trained(net.to(device), hd.to(device), pd.DataFrame(state["history"]), key, config, True)
+    hist = fit(net, hd, data.x_train, data.y_train, epochs=epochs, bs=bs, lr=lr, wd=wd,
+               augment=augment, mixup=mixup, valid=(data.x_test, data.y_test), seed=seed,
+               progress=progress)
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": net.state_dict(), "head": hd.state_dict(),
+                    "history": hist.to_dict("list"), "config": config}, path)
+    return Trained(net, hd, hist, key, config, False)
