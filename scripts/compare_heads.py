@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this repository's utils
@@ -33,22 +32,11 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{Path(args.dataset).name}-{'-'.join(args.heads)}-e{args.epochs}"
-    rows = []
-    for head in args.heads:
-        for seed in args.seeds:
-            t0 = time.perf_counter()
-            r = train.train(d, head, hparams=hparams.get(head, {}), epochs=args.epochs, bs=args.bs,
-                            augment=args.augment, seed=seed, progress=False)
-            last = r.history.iloc[-1]
-            rows.append({"head": head, "seed": seed, "test_acc": last["test_acc"],
-                         "train_seconds": float(r.history["seconds"].sum()),
-                         "wall_seconds": time.perf_counter() - t0, "from_cache": r.from_cache})
-            print(rows[-1], flush=True)
-    import pandas as pd
-
-    df = pd.DataFrame(rows)
+    heads = {h: (h, hparams.get(h, {})) for h in args.heads}
+    df = train.compare(d, heads, args.seeds, epochs=args.epochs, bs=args.bs, augment=args.augment)
+    print(df.to_string(), flush=True)
     df.to_csv(out / f"{stem}.csv", index=False)
-    summary = df.groupby("head", sort=False)["test_acc"].agg(["mean", "std", "count"])
+    summary = train.summarize(df)
     lines = [f"{d.name}, {args.epochs} epochs, batch {args.bs}, shift augmentation ±{args.augment} px, "
              f"seeds {args.seeds}, torch {train.torch.__version__} on {train.default_device()}", "",
              "| head | test accuracy (mean ± std) | seeds |", "|---|---|---|"]

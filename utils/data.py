@@ -11,6 +11,7 @@ import hashlib
 import os
 import pickle
 import warnings
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -65,6 +66,8 @@ class ImageData:
 
     def per_class(self, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> "ImageData":
         """Subsample at most `n_train` / `n_test` images per class (seeded; None keeps all)."""
+        if n_train is None and n_test is None:
+            return self
         x_tr, y_tr = sample_per_class(self.x_train, self.y_train, n_train, seed)
         x_te, y_te = sample_per_class(self.x_test, self.y_test, n_test, seed)
         return replace(self, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te,
@@ -80,11 +83,17 @@ def read_idx(path: str | Path) -> np.ndarray:
     """Read an idx file (MNIST format), gzipped or not, into a numpy array."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:  # e.g. an interrupted download
+        raise ValueError(f"{path} is truncated or corrupted ({type(e).__name__}: {e}); "
+                         f"delete it and fetch it again") from e
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise ValueError(f"{path} is not an unsigned-byte idx file (bad magic number {raw[:4].hex()})")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise ValueError(f"{path}: header cut short ({len(raw)} bytes; truncated file?)")
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
@@ -196,14 +205,14 @@ def load_digits28() -> ImageData:
 
 
 # ----------------------------------------------------------------------------- lookup
-def search_roots(root: str | Path | None = None) -> list[Path]:
-    """Where local copies are looked for, in order."""
+def search_roots(root: str | Path | None = None) -> list[tuple[Path, str]]:
+    """Where local copies are looked for, in order, as (folder, how to print it) pairs."""
     roots = []
     if root is not None:
-        roots.append(Path(root).expanduser())
+        roots.append((Path(root).expanduser(), str(root)))
     if os.environ.get("DML_DATA"):
-        roots.append(Path(os.environ["DML_DATA"]).expanduser())
-    roots += [PROJECT_DATA, DEBIAN_DATA]
+        roots.append((Path(os.environ["DML_DATA"]).expanduser(), "$DML_DATA"))
+    roots += [(PROJECT_DATA, "data"), (DEBIAN_DATA, str(DEBIAN_DATA))]
     return roots
 
 
@@ -285,33 +294,38 @@ def load(name: str, root: str | Path | None = None, download: bool = True,
 
     folders, classes = KNOWN[name]
     looked = []
-    for r in search_roots(root):
-        for sub in folders + ([""] if r == root else []):
+    for r, label in search_roots(root):
+        for sub in folders + ([""] if root is not None and label == str(root) else []):
             folder = r / sub if sub else r
             if name == "fashion_mnist" and r == DEBIAN_DATA and sub != "fashion-mnist":
                 continue
-            looked.append(str(folder))
+            shown = f"{label}/{sub}" if sub else label
+            looked.append(shown)
             if not folder.is_dir():
                 continue
             got = _cached(name, folder, lambda f=folder: _read_local(name, f))
             if got is None:
                 continue
             tensors, found_classes = got
-            return ImageData(*tensors, found_classes or classes, f"local copy in {folder}", name)
+            return ImageData(*tensors, found_classes or classes, f"local copy in {shown}", name)
     problem = "download disabled"
-    if download:
+    if download and os.environ.get("DML_OFFLINE"):
+        problem = "offline: DML_OFFLINE is set"
+    elif download:
         dest = PROJECT_DATA / "torchvision"
         try:
             t = _download(name, dest)
-            return ImageData(*t, classes, f"downloaded by torchvision into {dest}", name)
+            return ImageData(*t, classes, "downloaded by torchvision into data/torchvision", name)
         except Exception as e:  # offline, blocked, …
-            problem = f"download failed: {type(e).__name__}: {str(e)[:120]}"
+            problem = f"download failed: {type(e).__name__}: {str(e).splitlines()[0][:100]}"
     msg = (f"could not load {name!r} ({problem}). Looked in: {', '.join(looked)}.\n"
            f"Fix: put the four idx .gz files (MNIST / Fashion-MNIST) or train/<class>/ and test/<class>/ "
            f"image folders (CIFAR-10) under <root>/{folders[0]}/ and set DML_DATA=<root>, or pass root=…; "
            f"or use the offline data set 'digits' (scikit-learn's bundled handwritten digits).")
     if fallback:
-        warnings.warn(msg + f"\nUsing {fallback!r} instead.", stacklevel=2)
+        warnings.warn(f"{name!r} could not be loaded ({problem}); using {fallback!r} instead. "
+                      f"Looked in: {', '.join(looked)}. To use the real data set, set DML_DATA "
+                      f"(README: 'Data').", stacklevel=2)
         data = load(fallback, root, download=False)
         data.notes.append(f"{name!r} was not available ({problem}); using {fallback!r} instead")
         return data

@@ -119,7 +119,7 @@ class L2SoftmaxHead(SoftmaxHead):
 
     def extra_repr(self) -> str:
         kind = "learned" if isinstance(self.alpha, nn.Parameter) else "fixed"
-        return super().extra_repr() + f", alpha={float(self.alpha):.3g} ({kind})"
+        return super().extra_repr() + f", alpha={float(self.alpha.detach()):.3g} ({kind})"
 
 
 def alpha_low(p: float, n_classes: int) -> float:
@@ -127,3 +127,212 @@ def alpha_low(p: float, n_classes: int) -> float:
     if not 0 < p < 1 or n_classes < 3:
         raise ValueError("need 0 < p < 1 and at least 3 classes")
     return math.log(p * (n_classes - 2) / (1 - p))
+
+
+# ----------------------------------------------------------------------------- angular-margin heads
+_EPS = 1e-6  # cos θ is clamped to [−1+eps, 1−eps] before acos / sqrt(1 − cos²): finite gradients at θ = 0, π
+
+
+def _linear32(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear in float32, also inside a bf16/fp16 autocast region (margins need the precision)."""
+    with torch.autocast(x.device.type, enabled=False):
+        return F.linear(x.float(), weight.float(), None if bias is None else bias.float())
+
+
+class _CosineHead(Head):
+    """Base of the angular heads: class weights `.weight` (n_classes, emb_dim), no bias, and
+    `cosine(x)` = cos θ_j between each embedding and each class weight (both normalized)."""
+
+    def __init__(self, emb_dim: int, n_classes: int, reduction: str = "mean"):
+        super().__init__(emb_dim, n_classes, reduction)
+        self.weight = nn.Parameter(torch.randn(n_classes, emb_dim) / math.sqrt(emb_dim))
+
+    def cosine(self, x: torch.Tensor) -> torch.Tensor:
+        return _linear32(F.normalize(x.float(), dim=1), F.normalize(self.weight.float(), dim=1))
+
+    @staticmethod
+    def with_target(cos: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """`cos` with each row's entry for class y replaced by `target` (shape (B,))."""
+        return cos.scatter(1, y[:, None], target[:, None])
+
+
+@register("arcface")
+class ArcFaceHead(_CosineHead):
+    """ArcFace, additive angular margin (Deng et al. 2018).
+
+    Weights and embeddings are normalized, cos θ_j = ŵ_j · x̂, and the target angle gets a margin m:
+
+        L = −log e^{s·cos(θ_y + m)} / (e^{s·cos(θ_y + m)} + Σ_{j≠y} e^{s·cos θ_j})
+
+    Past θ_y = π − m, cos(θ_y + m) would rise again, so there the target logit is s·(cos θ_y − m·sin m)
+    instead, which keeps it decreasing in θ_y (insightface's easy_margin=False: th = cos(π − m),
+    mm = sin(π − m)·m). `logits(x)` = s·cos θ (no margin).
+
+    Defaults s=16, m=0.3 train on MNIST-size problems (10 classes, small networks); the paper uses
+    s=64, m=0.5 for face recognition with thousands of identities.
+    """
+
+    def __init__(self, emb_dim: int, n_classes: int, s: float = 16.0, m: float = 0.3,
+                 reduction: str = "mean"):
+        super().__init__(emb_dim, n_classes, reduction)
+        self.s, self.m = float(s), float(m)
+        self.th, self.mm = math.cos(math.pi - m), math.sin(math.pi - m) * m
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.s * self.cosine(x)
+
+    def train_logits(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        cos = self.cosine(x)
+        c = cos.gather(1, y[:, None]).squeeze(1)
+        cc = c.clamp(-1 + _EPS, 1 - _EPS)
+        cos_theta_m = cc * math.cos(self.m) - torch.sqrt(1 - cc * cc) * math.sin(self.m)  # cos(θ + m)
+        target = torch.where(c > self.th, cos_theta_m, c - self.mm)
+        return self.s * self.with_target(cos, y, target)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", s={self.s:g}, m={self.m:g}"
+
+
+@register("cosface")
+class CosFaceHead(_CosineHead):
+    """CosFace / AM-softmax, additive cosine margin (Wang et al. 2018).
+
+    Weights and embeddings are normalized; the target cosine is lowered by m:
+
+        L = −log e^{s·(cos θ_y − m)} / (e^{s·(cos θ_y − m)} + Σ_{j≠y} e^{s·cos θ_j})
+
+    m=0.35 is the paper's default; s=16 suits MNIST-size problems (the paper uses s=64 for faces).
+    `logits(x)` = s·cos θ (no margin).
+    """
+
+    def __init__(self, emb_dim: int, n_classes: int, s: float = 16.0, m: float = 0.35,
+                 reduction: str = "mean"):
+        super().__init__(emb_dim, n_classes, reduction)
+        self.s, self.m = float(s), float(m)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.s * self.cosine(x)
+
+    def train_logits(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        cos = self.cosine(x)
+        return self.s * (cos - self.m * F.one_hot(y, self.n_classes).to(cos.dtype))
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", s={self.s:g}, m={self.m:g}"
+
+
+@register("sphereface")
+class SphereFaceHead(_CosineHead):
+    """SphereFace / A-Softmax, multiplicative angular margin (Liu et al. 2017).
+
+    Class weights are normalized (no bias), embeddings are not: logits are ‖x‖·cos θ_j, except the
+    target class's, which is ‖x‖·ψ(θ_y) with an integer margin m (4 in the paper):
+
+        ψ(θ) = (−1)^k · cos(mθ) − 2k,   k = floor(mθ / π)   (θ ∈ [kπ/m, (k+1)π/m])
+
+    ψ extends cos(mθ) to a decreasing function on [0, π]. Training on ψ from the start is hard, so the
+    paper blends in the plain cosine logit and anneals it away:
+
+        f_y = (λ·‖x‖·cos θ_y + ‖x‖·ψ(θ_y)) / (1 + λ),   λ = max(λ_min, λ_base·(1 + γ·iter)^(−power))
+
+    `iter` counts optimizer steps taken in train mode (a buffer, advanced by `step()`). Defaults are
+    the official ones: lambda_base=1000, gamma=0.12, power=1, lambda_min=5; lambda_base=0 and
+    lambda_min=0 give ψ alone (no blend). cos(mθ) is the Chebyshev polynomial T_m(cos θ), so the
+    gradient is finite at every θ; only the piecewise-constant k uses acos (of a clamped cosine).
+    `logits(x)` = ‖x‖·cos θ (no margin).
+    """
+
+    def __init__(self, emb_dim: int, n_classes: int, m: int = 4, lambda_base: float = 1000.0,
+                 gamma: float = 0.12, power: float = 1.0, lambda_min: float = 5.0,
+                 reduction: str = "mean"):
+        super().__init__(emb_dim, n_classes, reduction)
+        if int(m) != m or m < 1:
+            raise ValueError(f"sphereface needs a positive integer margin m, not {m!r}")
+        self.m, self.lambda_base, self.gamma = int(m), float(lambda_base), float(gamma)
+        self.power, self.lambda_min = float(power), float(lambda_min)
+        self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
+
+    def current_lambda(self) -> torch.Tensor:
+        """λ = max(λ_min, λ_base·(1 + γ·iter)^(−power)) at the current iteration (0-d tensor)."""
+        lam = self.lambda_base * (1 + self.gamma * self.iteration.float()) ** (-self.power)
+        return lam.clamp_min(self.lambda_min)
+
+    def psi(self, cos: torch.Tensor) -> torch.Tensor:
+        """ψ(θ) = (−1)^k cos(mθ) − 2k, from cos θ."""
+        with torch.no_grad():
+            k = torch.floor(self.m * torch.acos(cos.clamp(-1 + _EPS, 1 - _EPS)) / math.pi)
+        t_prev, t = torch.ones_like(cos), cos  # Chebyshev: T_0, T_1; T_{n+1} = 2c·T_n − T_{n−1}
+        for _ in range(self.m - 1):
+            t_prev, t = t, 2 * cos * t - t_prev
+        return (1 - 2 * (k % 2)) * t - 2 * k
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        return x.norm(dim=1, keepdim=True) * self.cosine(x)
+
+    def train_logits(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        cos = self.cosine(x)
+        c = cos.gather(1, y[:, None]).squeeze(1)
+        lam = self.current_lambda()
+        target = (lam * c + self.psi(c)) / (1 + lam)
+        return x.norm(dim=1, keepdim=True) * self.with_target(cos, y, target)
+
+    def step(self) -> None:
+        if self.training:
+            self.iteration += 1
+
+    def extra_repr(self) -> str:
+        return (super().extra_repr() + f", m={self.m}, lambda_base={self.lambda_base:g}, "
+                f"gamma={self.gamma:g}, power={self.power:g}, lambda_min={self.lambda_min:g}")
+
+
+@register("center")
+class CenterLossHead(SoftmaxHead):
+    """Center loss (Wen et al. 2016): softmax plus a pull of each embedding towards its class center.
+
+        L_i = −log softmax(W x_i + b)_{y_i} + λ · ½‖x_i − c_{y_i}‖²     (reduction='mean': mean over i)
+
+    `lam` is λ. The centers `self.centers` (n_classes, emb_dim, starting at 0) are a parameter. The
+    paper moves them with its own rate α, c_j ← c_j − α·Σ_{i: y_i=j}(c_j − x_i) / (1 + n_j); here
+    `param_groups` puts them in their own optimizer group with lr=`alpha` and weight_decay=0, so in
+    `utils.train.fit` (AdamW, one-cycle) α is the centers' peak learning rate, independent of the
+    network's. AdamW normalizes the gradient's scale, so λ does not slow the centers down (as in the
+    paper, where the center update does not involve λ) and each center coordinate moves by at most
+    about α per step. The embedding receives the usual gradient λ·(x_i − c_{y_i}).
+    `logits(x)` = W x + b.
+    """
+
+    def __init__(self, emb_dim: int, n_classes: int, lam: float = 0.01, alpha: float = 0.05,
+                 reduction: str = "mean"):
+        super().__init__(emb_dim, n_classes, bias=True, reduction=reduction)
+        self.lam, self.alpha = float(lam), float(alpha)
+        self.centers = nn.Parameter(torch.zeros(n_classes, emb_dim))
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return _linear32(x, self.weight, self.bias)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        ce = F.cross_entropy(self.logits(x), y, reduction="none")
+        pull = 0.5 * (x - self.centers[y].float()).pow(2).sum(1)
+        return self.reduce(ce + self.lam * pull)
+
+    def param_groups(self, lr: float) -> list[dict]:
+        classifier = [p for n, p in self.named_parameters() if n != "centers" and p.requires_grad]
+        return [{"params": classifier, "lr": lr},
+                {"params": [self.centers], "lr": self.alpha, "weight_decay": 0.0}]
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", lam={self.lam:g}, alpha={self.alpha:g}"
+
+
+# The six methods the notebooks compare: display name -> (head name, hyperparameters).
+METHODS: dict[str, tuple[str, dict]] = {
+    "softmax": ("softmax", {}),
+    "L2-softmax": ("l2softmax", {"alpha": 16.0}),
+    "ArcFace": ("arcface", {}),
+    "CosFace": ("cosface", {}),
+    "SphereFace": ("sphereface", {}),
+    "center loss": ("center", {}),
+}

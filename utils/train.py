@@ -112,8 +112,12 @@ def fit(model: nn.Module, head: losses.Head, x: torch.Tensor, y: torch.Tensor, *
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(param_groups(model, head, lr, wd), lr=lr, betas=(0.9, 0.99))
     steps = math.ceil(len(y) / bs)
+    total = epochs * steps
+    # OneCycleLR divides by zero when pct_start·total_steps == 1 (4 steps), and a 1-step schedule's
+    # only lr is its final ≈0 one; one spare step at the end avoids both
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=[gr["lr"] for gr in opt.param_groups], total_steps=epochs * steps, pct_start=0.25)
+        opt, max_lr=[gr["lr"] for gr in opt.param_groups], total_steps=total + (total in (1, 4)),
+        pct_start=0.25)
     rows = []
     mb = master_bar(range(epochs)) if progress else None
     for epoch in (mb if progress else range(epochs)):
@@ -294,3 +298,22 @@ def train(data: ImageData, head: str = "softmax", *, arch: str = "cnn", emb_dim:
         torch.save({"model": net.state_dict(), "head": hd.state_dict(),
                     "history": hist.to_dict("list"), "config": config}, path)
     return Trained(net, hd, hist, key, config, False)
+
+
+def compare(data: ImageData, heads: dict[str, tuple[str, dict]], seeds: list[int],
+            progress: bool = False, **train_kw) -> pd.DataFrame:
+    """Train every `label: (head, hparams)` on every seed (cached); one row per run."""
+    rows = []
+    for label, (head, hparams) in heads.items():
+        for seed in seeds:
+            r = train(data, head, hparams=hparams, seed=seed, progress=progress, **train_kw)
+            last = r.history.iloc[-1]
+            rows.append({"method": label, "head": head, "seed": seed, "test_acc": float(last["test_acc"]),
+                         "test_loss": float(last["test_loss"]), "train_seconds": float(r.history["seconds"].sum()),
+                         "from_cache": r.from_cache})
+    return pd.DataFrame(rows)
+
+
+def summarize(runs: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
+    """Mean, std and count of `metric` per method, in the order the methods first appear."""
+    return runs.groupby("method", sort=False)[metric].agg(["mean", "std", "count"])

@@ -1,0 +1,36 @@
+# The two commands (README): `make notebooks` runs the main job, `make test` runs the tests.
+# Both set everything up on a fresh machine first (a virtual environment in .venv).
+PY ?= python3
+BIN := .venv/bin
+STAMP := .venv/.installed-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
+MODE ?=
+
+.PHONY: setup notebooks test publish benchmark table lab clean
+
+setup: $(STAMP)
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv .venv
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	rm -f .venv/.installed-* && touch $@
+
+notebooks: setup  ## execute every notebook headless into runs/<mode>/ with runs/<mode>/SUMMARY.md
+	$(BIN)/python scripts/run_notebooks.py $(if $(MODE),--mode $(MODE))
+
+test: setup  ## unit tests + every notebook in smoke mode
+	$(BIN)/python -m pytest
+
+publish: setup  ## re-execute the committed notebooks in cpu mode (their outputs are what GitHub shows)
+	$(BIN)/python scripts/run_notebooks.py --mode cpu --inplace --out runs/publish
+
+benchmark: setup  ## utils training loop vs the fastai image-folder pipeline, one epoch each
+	$(BIN)/python scripts/benchmark_fastai.py
+
+table: setup  ## README's softmax vs L2-constrained table: 15 epochs, 3 seeds
+	$(BIN)/python scripts/compare_heads.py --dataset mnist --heads softmax l2softmax --seeds 0 1 2 --epochs 15
+
+lab: setup
+	$(BIN)/jupyter lab notebooks/
+
+clean:
+	rm -rf runs .pytest_cache

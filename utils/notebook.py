@@ -1,0 +1,54 @@
+"""Notebook glue: run modes, a banner that says what ran where, and recorded results."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent  # the repository
+MODES = ("smoke", "cpu", "full")
+MODE_HELP = {
+    "smoke": "seconds: tiny subsets, for the test suite",
+    "cpu": "about 10 minutes on a 2-core CPU: the mode the committed outputs come from",
+    "full": "the articles' settings, for a GPU",
+}
+
+
+def resolve_mode(mode: str | None) -> str:
+    """`None` -> 'full' when CUDA is present, else 'cpu'. Anything else must be one of `MODES`."""
+    if mode is None:
+        return "full" if torch.cuda.is_available() else "cpu"
+    if mode not in MODES:
+        raise ValueError(f"MODE must be one of {MODES} or None, not {mode!r}")
+    return mode
+
+
+def banner(mode: str, data=None) -> None:
+    """Print the mode, the device, library versions and where the data came from."""
+    dev = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"MODE {mode!r} — {MODE_HELP[mode]}")
+    print(f"device: {dev} · torch {torch.__version__} · python {platform.python_version()}")
+    if data is not None:
+        print(f"data: {data}")
+        for note in data.notes:
+            print(f"NOTE: {note}")
+
+
+def record(**values) -> dict:
+    """Print the notebook's headline results and, when `$DML_RESULTS` names a JSON file, add them to it.
+
+    The headless runner and the tests read that file, so every figure a notebook reports is checked.
+    """
+    clean = {k: (v.item() if hasattr(v, "item") else v) for k, v in values.items()}
+    for k, v in clean.items():
+        print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
+    path = os.environ.get("DML_RESULTS")
+    if path:
+        p = Path(path)
+        old = json.loads(p.read_text()) if p.is_file() else {}
+        old.update(clean)
+        p.write_text(json.dumps(old, indent=1))
+    return clean

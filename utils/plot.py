@@ -1,0 +1,138 @@
+"""Figures the notebooks share: training curves, image grids, embedding norms."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+
+
+def style() -> None:
+    """One look for every notebook (seaborn's own theme)."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    plt.rcParams.update({"figure.dpi": 90, "savefig.dpi": 90, "axes.titlesize": "medium"})
+
+
+def curves(histories: pd.DataFrame | dict[str, pd.DataFrame], metrics=("train_loss", "test_loss", "test_acc"),
+           title: str | None = None) -> plt.Figure:
+    """Per-epoch curves, one panel per metric; pass a dict to overlay several runs."""
+    if isinstance(histories, pd.DataFrame):
+        histories = {"": histories}
+    metrics = [m for m in metrics if any(m in h for h in histories.values())]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2), squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        for label, h in histories.items():
+            if m in h:
+                ax.plot(h["epoch"], h[m], marker="o", ms=3, label=label or None)
+        ax.set(xlabel="epoch", title=m.replace("_", " "))
+        if m.endswith("loss"):
+            ax.set_yscale("log")
+    if any(histories):
+        axes[0, -1].legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def image_grid(images: torch.Tensor, titles: list[str] | None = None, ncols: int = 10,
+               size: float = 1.1, title: str | None = None, colors: list[str] | None = None) -> plt.Figure:
+    """Show uint8 or float images (N×C×H×W) in a grid with optional per-image titles."""
+    n = len(images)
+    if n == 0:
+        raise ValueError("no images to show")
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, (size + 0.25) * nrows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        img = images[i].detach().cpu()
+        img = (img.float() / 255 if img.dtype == torch.uint8 else img.float()).numpy()
+        if img.shape[0] == 1:
+            ax.imshow(img[0], cmap="gray_r" if img.mean() < 0.5 else "gray", vmin=0, vmax=1)
+        else:
+            ax.imshow(img.transpose(1, 2, 0).clip(0, 1))
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=8, color=(colors[i] if colors else "black"))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def misclassified(x: torch.Tensor, y_true: torch.Tensor, probs: torch.Tensor, classes: list[str],
+                  n: int = 30, ncols: int = 10) -> plt.Figure:
+    """The `n` most confidently wrong test images, titled 'predicted (p) / true'."""
+    pred = probs.argmax(1)
+    wrong = torch.nonzero(pred != y_true).flatten()
+    if len(wrong) == 0:
+        raise ValueError("no misclassified images")
+    conf = probs[wrong, pred[wrong]]
+    wrong = wrong[conf.argsort(descending=True)][:n]
+    titles = [f"{classes[pred[i]]} ({probs[i, pred[i]]:.2f}) / {classes[y_true[i]]}" for i in wrong]
+    return image_grid(x[wrong], titles, ncols=ncols,
+                      title=f"{int((pred != y_true).sum())} misclassified of {len(y_true):,}: predicted (p) / true")
+
+
+def norm_hist(norms: torch.Tensor, correct: torch.Tensor, bins: int = 50) -> plt.Figure:
+    """Embedding-norm histograms for correctly and wrongly classified samples (densities)."""
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    df = pd.DataFrame({"‖embedding‖": norms.numpy(),
+                       "prediction": np.where(correct.numpy(), "correct", "wrong")})
+    sns.histplot(df, x="‖embedding‖", hue="prediction", stat="density", common_norm=False,
+                 bins=bins, ax=ax, hue_order=["correct", "wrong"])
+    ax.set_title("embedding norms, test set")
+    fig.tight_layout()
+    return fig
+
+
+def norm_vs_confidence(norms: torch.Tensor, confidence: torch.Tensor, correct: torch.Tensor,
+                       max_points: int = 5000, seed: int = 0) -> plt.Figure:
+    """Scatter of embedding norm against the top softmax probability, wrong predictions highlighted."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(norms), generator=g)[:max_points]
+    idx = torch.cat([idx, torch.nonzero(~correct).flatten()]).unique()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    c, n, p = correct[idx].numpy(), norms[idx].numpy(), confidence[idx].numpy()
+    ax.scatter(n[c], p[c], s=4, alpha=0.3, label="correct")
+    ax.scatter(n[~c], p[~c], s=14, color="crimson", label="wrong")
+    ax.set(xlabel="‖embedding‖", ylabel="max softmax probability", title="norm vs confidence (test set)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def lr_find(df: pd.DataFrame) -> plt.Figure:
+    """Loss against learning rate from `utils.train.lr_find`."""
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot(df["lr"], df["loss"])
+    ax.set(xscale="log", xlabel="learning rate", ylabel="smoothed loss", title="learning-rate range test")
+    fig.tight_layout()
+    return fig
+
+
+def features(emb: torch.Tensor, y: torch.Tensor, classes: list[str], ax: plt.Axes | None = None,
+             normalize: bool = False, title: str | None = None, max_points: int = 3000,
+             seed: int = 0) -> plt.Axes:
+    """Scatter 2-d or 3-d embeddings coloured by class; `normalize` puts them on the unit circle/sphere."""
+    d = emb.shape[1]
+    if d not in (2, 3):
+        raise ValueError(f"features() draws 2-d or 3-d embeddings, got {d}-d: project them first (t-SNE, UMAP)")
+    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:max_points]
+    e, lab = emb[idx].float(), y[idx].numpy()
+    if normalize:
+        e = torch.nn.functional.normalize(e, dim=1)
+    e = e.numpy()
+    if ax is None:
+        fig = plt.figure(figsize=(4, 4))
+        ax = fig.add_subplot(projection="3d" if d == 3 else None)
+    palette = sns.color_palette("tab10", len(classes))
+    for c in range(len(classes)):
+        pts = e[lab == c]
+        ax.scatter(*pts.T, s=3, alpha=0.5, color=palette[c % 10], label=classes[c])
+    if d == 2:
+        ax.set_aspect("equal", adjustable="datalim")
+    ax.set_title(title or "")
+    return ax
