@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = resolve_mode(args.mode)
     if os.environ.get("DML_DATA"):  # notebooks run inside notebooks/: make a relative root absolute
         os.environ["DML_DATA"] = str(Path(os.environ["DML_DATA"]).resolve())
-    out_dir = Path(args.out) if args.out else ROOT / "runs" / mode
+    out_dir = (Path(args.out) if args.out else ROOT / "runs" / mode).resolve()  # notebooks run inside notebooks/
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for nb in notebooks(args.only):

@@ -37,7 +37,7 @@ def results(out: Path, stem: str) -> dict:
 
 
 def test_there_are_notebooks():
-    assert [p.name[:2] for p in NOTEBOOKS][:2] == ["01", "02"]
+    assert [p.name[:2] for p in NOTEBOOKS][:4] == ["01", "02", "03", "04"]
 
 
 def test_smoke_run_passes_and_writes_summary(smoke):
@@ -65,6 +65,21 @@ def test_02_l2_sweep_learns_and_alpha_is_trained(smoke):
     assert r["softmax_test_acc"] > 0.3 and r["l2_alpha16_test_acc"] > 0.3
     assert r["learned_alpha"] > 0 and r["learned_alpha"] != 16.0  # the learnable alpha moved
 
+
+
+def test_03_every_margin_head_learns(smoke):
+    r = results(smoke[0], "03_angular_margins")
+    accs = {k: v for k, v in r.items() if k.startswith("acc_")}
+    assert {k.rsplit("_", 1)[-1] for k in accs} == {"softmax", "L2-softmax", "ArcFace", "CosFace", "SphereFace"}
+    assert all(v > 0.3 for v in accs.values()), accs  # chance is 0.1
+    assert r["sphereface_annealed_acc"] > 0.3
+
+
+def test_04_center_loss_learns_and_compacts(smoke):
+    r = results(smoke[0], "04_center_loss")
+    accs = {k: v for k, v in r.items() if k.startswith("acc_")}
+    assert len(accs) == 6 and all(v > 0.3 for v in accs.values()), accs
+    assert r["ratio_lam_max"] < r["ratio_lam0"]  # the center term makes classes tighter relative to their distances
 
 # ------------------------------------------------------------------ the committed notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

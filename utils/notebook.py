@@ -48,6 +48,7 @@ def record(**values) -> dict:
     path = os.environ.get("DML_RESULTS")
     if path:
         p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
         old = json.loads(p.read_text()) if p.is_file() else {}
         old.update(clean)
         p.write_text(json.dumps(old, indent=1))
