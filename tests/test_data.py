@@ -219,6 +219,20 @@ def test_digits_is_deterministic(digits):
     assert torch.equal(again.x_train, digits.x_train) and torch.equal(again.y_test, digits.y_test)
 
 
+def test_photos_offline_patches_are_seeded_and_disjoint(no_local_data):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p = data.load("photos", download=False)
+    assert p.x_train.shape == (2000, 3, 32, 32) and p.x_test.shape == (500, 3, 32, 32)
+    assert p.x_train.dtype == torch.uint8 and p.classes == ["china", "flower"]
+    assert torch.bincount(p.y_test).tolist() == [250, 250]
+    assert p.x_train.float().std() > 20                      # real texture, not a constant
+    again = data.load_photos()
+    assert torch.equal(again.x_train, p.x_train)              # seeded
+    assert not torch.equal(data.load_photos(seed=1).x_train, p.x_train)
+    assert data.to_gray28(p.x_test).shape == (500, 1, 28, 28)
+
+
 # ----------------------------------------------------------------------------- selection
 def test_select_classes_relabels_in_given_order():
     x = torch.arange(8).view(8, 1, 1, 1)

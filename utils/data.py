@@ -2,7 +2,8 @@
 
 `load(name)` looks for local copies first (explicit `root`, `$DML_DATA`, the project's `data/`,
 Debian's `/usr/share/datasets`), then downloads through torchvision. `digits` (scikit-learn's
-bundled 8×8 digits, upscaled to 28×28) works on any machine, offline.
+bundled 8×8 digits, upscaled to 28×28) and `photos` (32×32 patches of scikit-learn's two bundled
+photos, an offline stand-in for natural images) work on any machine, offline.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ KNOWN = {
     "fashion_mnist": (["fashion_mnist", "fashion-mnist", "FashionMNIST"], FASHION_CLASSES),
     "cifar10": (["cifar10", "cifar-10", "CIFAR10"], CIFAR10_CLASSES),
     "digits": ([], MNIST_CLASSES),
+    "photos": ([], ["china", "flower"]),
 }
 NAMES = sorted(KNOWN)
 
@@ -204,6 +206,29 @@ def load_digits28() -> ImageData:
                      "scikit-learn load_digits (bundled, offline), 8×8 upscaled to 28×28", "digits")
 
 
+def load_photos(n_train: int = 1000, n_test: int = 250, size: int = 32, seed: int = 0) -> ImageData:
+    """Random size×size RGB patches of scikit-learn's two bundled photos (a temple in China, a flower).
+
+    Natural-image texture that is certainly not a digit: the offline stand-in for CIFAR-10 when it
+    cannot be had. Class = which photo; train and test patches come from disjoint halves (left/right).
+    """
+    from sklearn.datasets import load_sample_images
+
+    g = torch.Generator().manual_seed(seed)
+    sets = {"train": ([], []), "test": ([], [])}
+    for label, img in enumerate(load_sample_images().images):
+        img = torch.from_numpy(np.array(img)).permute(2, 0, 1)  # 3×H×W uint8 (a writable copy)
+        half = img.shape[2] // 2
+        for split, n, part in (("train", n_train, img[:, :, :half]), ("test", n_test, img[:, :, half:])):
+            top = torch.randint(0, part.shape[1] - size + 1, (n,), generator=g)
+            left = torch.randint(0, part.shape[2] - size + 1, (n,), generator=g)
+            sets[split][0].append(torch.stack([part[:, t:t + size, l:l + size] for t, l in zip(top.tolist(), left.tolist())]))
+            sets[split][1].append(torch.full((n,), label, dtype=torch.int64))
+    (xtr, ytr), (xte, yte) = [(torch.cat(a), torch.cat(b)) for a, b in sets.values()]
+    return ImageData(xtr, ytr, xte, yte, KNOWN["photos"][1],
+                     f"scikit-learn load_sample_images (bundled, offline), random {size}×{size} patches", "photos")
+
+
 # ----------------------------------------------------------------------------- lookup
 def search_roots(root: str | Path | None = None) -> list[tuple[Path, str]]:
     """Where local copies are looked for, in order, as (folder, how to print it) pairs."""
@@ -291,6 +316,8 @@ def load(name: str, root: str | Path | None = None, download: bool = True,
                          f"or pass a folder that holds train/<class>/ and test/<class>/ images")
     if name == "digits":
         return load_digits28()
+    if name == "photos":
+        return load_photos()
 
     folders, classes = KNOWN[name]
     looked = []

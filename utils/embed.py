@@ -1,7 +1,16 @@
-"""Measurements on embeddings: how compact the classes are and how far apart."""
+"""Measurements on embeddings: how compact the classes are and how far apart; cached embeddings,
+2-d projections (t-SNE, UMAP) and the numbers that back up the pictures (kNN accuracy, silhouette)."""
 from __future__ import annotations
 
+import time
+
+import numpy as np
 import torch
+
+from . import train
+from .data import cache_dir
+
+PROJECTIONS = ("tsne", "umap")
 
 
 def class_spread(emb: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
@@ -16,3 +25,80 @@ def class_spread(emb: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     dist = torch.cdist(means, means)
     inter = dist[~torch.eye(len(classes), dtype=torch.bool)].mean().item()
     return {"intra": intra, "inter": inter, "ratio": intra / inter}
+
+
+# ----------------------------------------------------------------------------- cached embeddings
+def embedding_path(run: train.Trained, x: torch.Tensor):
+    """Where `embeddings` caches `run`'s embeddings of `x`: keyed by the run and the images' content.
+
+    The shape and element type are hashed with the bytes, so a reshaped or re-typed copy of the same
+    bytes never matches.
+    """
+    meta = torch.tensor([*x.shape, x.element_size(), int(x.is_floating_point())], dtype=torch.int64)
+    return cache_dir() / "embeddings" / f"{run.key}-{train.data_fingerprint(x, meta)}.pt"
+
+
+def embeddings(run: train.Trained, x: torch.Tensor, bs: int = 1024, cache: bool = True) -> torch.Tensor:
+    """`run.model`'s embeddings of `x` (float32, CPU), cached on disk under the run's key and `x`'s hash."""
+    path = embedding_path(run, x)
+    if cache and path.is_file():
+        return torch.load(path, weights_only=True, map_location="cpu")
+    emb = train.embed(run.model, x, bs=bs)
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(emb, tmp)
+        tmp.replace(path)  # atomic: an interrupted save never leaves a half-written cache file
+    return emb
+
+
+# ----------------------------------------------------------------------------- 2-d projections
+def _flat(x) -> np.ndarray:
+    """Rows as float vectors: uint8 images scaled to [0, 1] and flattened."""
+    x = torch.as_tensor(x).detach().cpu()
+    x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+    return x.reshape(len(x), -1).numpy()
+
+
+def project(x: torch.Tensor, method: str = "tsne", metric: str = "euclidean", seed: int = 0,
+            **kw) -> tuple[np.ndarray, float]:
+    """2-d coordinates of `x` (embeddings or raw images) by t-SNE or UMAP, and the seconds it took.
+
+    Extra keywords go to sklearn's `TSNE` or umap-learn's `UMAP` (e.g. perplexity, n_neighbors).
+    """
+    if method not in PROJECTIONS:
+        raise ValueError(f"unknown projection {method!r}: choose one of {list(PROJECTIONS)}")
+    data = _flat(x)
+    if method == "tsne":
+        from sklearn.manifold import TSNE
+
+        reducer = TSNE(n_components=2, init="pca", random_state=seed, metric=metric, **kw)
+    else:
+        import umap  # the umap-learn package
+
+        reducer = umap.UMAP(n_components=2, random_state=seed, metric=metric, **kw)
+    t0 = time.perf_counter()
+    coords = reducer.fit_transform(data)
+    return np.asarray(coords), time.perf_counter() - t0
+
+
+# ----------------------------------------------------------------------------- numbers
+def knn_accuracy(train_emb: torch.Tensor, y_train: torch.Tensor, test_emb: torch.Tensor,
+                 y_test: torch.Tensor, k: int = 5, metric: str = "cosine") -> float:
+    """Test accuracy of a k-nearest-neighbour classifier on the embeddings (sklearn)."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    clf = KNeighborsClassifier(n_neighbors=k, metric=metric).fit(_flat(train_emb), np.asarray(y_train))
+    return float(clf.score(_flat(test_emb), np.asarray(y_test)))
+
+
+def silhouette(emb: torch.Tensor, y: torch.Tensor, metric: str = "cosine", n: int = 2000,
+               seed: int = 0) -> float:
+    """Silhouette score (−1..1, higher = tighter, better separated classes) on a seeded subsample of `n`."""
+    from sklearn.metrics import silhouette_score
+
+    e, lab = _flat(emb), np.asarray(y)
+    if len(lab) > n:
+        idx = np.random.default_rng(seed).choice(len(lab), size=n, replace=False)
+        e, lab = e[idx], lab[idx]
+    return float(silhouette_score(e, lab, metric=metric))

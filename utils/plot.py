@@ -1,4 +1,5 @@
-"""Figures the notebooks share: training curves, image grids, embedding norms."""
+"""Figures the notebooks share: training curves, image grids, embedding norms, 2-d projections,
+ROC curves and anomaly-score histograms."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -136,3 +137,110 @@ def features(emb: torch.Tensor, y: torch.Tensor, classes: list[str], ax: plt.Axe
         ax.set_aspect("equal", adjustable="datalim")
     ax.set_title(title or "")
     return ax
+
+
+# ----------------------------------------------------------------------------- projections and anomalies
+def _scatter_classes(ax: plt.Axes, coords: np.ndarray, y, classes: list[str], s: float = 2) -> None:
+    """Scatter `coords` coloured by class (tab10), equal aspect, no ticks."""
+    coords, y = np.asarray(coords), np.asarray(y)
+    palette = sns.color_palette("tab10", 10)
+    for c, name in enumerate(classes):
+        pts = coords[y == c]
+        ax.scatter(pts[:, 0], pts[:, 1], s=s, alpha=0.6, color=palette[c % 10], label=name, linewidths=0)
+    ax.set(xticks=[], yticks=[])
+    ax.set_aspect("equal", adjustable="datalim")
+
+
+def projection(coords: np.ndarray, y: torch.Tensor, classes: list[str], ax: plt.Axes | None = None,
+               title: str = "", legend: bool = True) -> plt.Figure:
+    """2-d coordinates (t-SNE, UMAP) as a scatter coloured by class."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    _scatter_classes(ax, coords, y, classes)
+    ax.set_title(title)
+    if legend:
+        ax.legend(fontsize="x-small", markerscale=4, loc="center left", bbox_to_anchor=(1, 0.5), frameon=False)
+    ax.figure.tight_layout()
+    return ax.figure
+
+
+def projection_grid(panels: dict[tuple[str, str], tuple[np.ndarray, torch.Tensor]], classes: list[str],
+                    size: float = 3.2, title: str | None = None) -> plt.Figure:
+    """A grid of projections: `{(row label, column label): (coords, y)}`, e.g. spaces × methods.
+
+    Rows and columns appear in the order their labels first occur; one legend for the whole figure.
+    """
+    if not panels:
+        raise ValueError("no projections to show")
+    rows = list(dict.fromkeys(r for r, _ in panels))
+    cols = list(dict.fromkeys(c for _, c in panels))
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(size * len(cols) + 1.2, size * len(rows)),
+                             squeeze=False)
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            ax = axes[i, j]
+            if (r, c) not in panels:
+                ax.axis("off")
+                continue
+            coords, y = panels[r, c]
+            _scatter_classes(ax, coords, y, classes)
+            if i == 0 or (rows[i - 1], c) not in panels:
+                ax.set_title(c)
+            if j == 0:
+                ax.set_ylabel(r)
+    handles, labels = next(ax for ax in axes.flat if ax.axison).get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize="small", markerscale=4, frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, 1 - 1.2 / fig.get_figwidth(), 1))
+    return fig
+
+
+def roc_curves(curves: dict[str, tuple[torch.Tensor, torch.Tensor]], ax: plt.Axes | None = None,
+               title: str = "ROC: anomalies vs normal test samples") -> plt.Figure:
+    """ROC curves of `{label: (scores, is_anomaly)}` (higher score = more anomalous), AUROC in the legend."""
+    from . import anomaly
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4.5, 4))
+    for label, (scores, is_anomaly) in curves.items():
+        fpr, tpr = anomaly.roc(scores, is_anomaly)
+        ax.plot(fpr, tpr, label=f"{label} (AUROC {anomaly.auroc(scores, is_anomaly):.3f})")
+    ax.plot([0, 1], [0, 1], ls="--", color="gray", lw=1)
+    ax.set(xlabel="false-positive rate", ylabel="true-positive rate", xlim=(0, 1), ylim=(0, 1.01), title=title)
+    ax.legend(fontsize="small", loc="lower right")
+    ax.figure.tight_layout()
+    return ax.figure
+
+
+def score_hist(scores: dict[str, torch.Tensor], ax: plt.Axes | None = None, bins: int = 50,
+               xlabel: str = "anomaly score", title: str = "") -> plt.Figure:
+    """Overlaid density histograms of several score sets (e.g. normal / Fashion / CIFAR) on shared bins."""
+    if not scores:
+        raise ValueError("no scores to show")
+    vals = {k: torch.as_tensor(v).detach().cpu().float().numpy().ravel() for k, v in scores.items()}
+    edges = np.histogram_bin_edges(np.concatenate(list(vals.values())), bins=bins)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+    for label, v in vals.items():
+        ax.hist(v, bins=edges, density=True, alpha=0.45, histtype="stepfilled", label=f"{label} (n={len(v):,})")
+    ax.set(xlabel=xlabel, ylabel="density", title=title)
+    ax.legend(fontsize="small")
+    ax.figure.tight_layout()
+    return ax.figure
+
+
+def pairs(queries: torch.Tensor, matches: torch.Tensor, titles: list[str] | None = None, n: int = 8,
+          match_titles: list[str] | None = None, size: float = 1.1, title: str | None = None) -> plt.Figure:
+    """Two image rows: the first `n` queries (e.g. anomalies) above their matches (nearest normal images).
+
+    Queries and matches may differ in channels (an RGB anomaly above its gray neighbour).
+    """
+    m = min(n, len(queries), len(matches))
+    if m == 0:
+        raise ValueError("no image pairs to show")
+    images = [queries[i] for i in range(m)] + [matches[i] for i in range(m)]
+    top = list(titles[:m]) if titles is not None else [""] * m
+    bottom = list(match_titles[:m]) if match_titles is not None else [""] * m
+    labels = top + bottom if titles is not None or match_titles is not None else None
+    return image_grid(images, labels, ncols=m, size=size, title=title)
