@@ -37,7 +37,7 @@ def results(out: Path, stem: str) -> dict:
 
 
 def test_there_are_notebooks():
-    assert [p.name[:2] for p in NOTEBOOKS][:4] == ["01", "02", "03", "04"]
+    assert [p.name[:2] for p in NOTEBOOKS][:6] == ["01", "02", "03", "04", "05", "06"]
 
 
 def test_smoke_run_passes_and_writes_summary(smoke):
@@ -80,6 +80,24 @@ def test_04_center_loss_learns_and_compacts(smoke):
     accs = {k: v for k, v in r.items() if k.startswith("acc_")}
     assert len(accs) == 6 and all(v > 0.3 for v in accs.values()), accs
     assert r["ratio_lam_max"] < r["ratio_lam0"]  # the center term makes classes tighter relative to their distances
+
+
+def test_05_embeddings_beat_chance_and_projections_are_timed(smoke):
+    r = results(smoke[0], "05_tsne_umap")
+    knn = {k: v for k, v in r.items() if k.startswith("knn_acc_")}
+    assert len(knn) == 7 * len(r["datasets"])  # raw pixels + six methods per data set
+    assert all(v > 0.3 for v in knn.values()), knn
+    assert all(-1 <= v <= 1 for k, v in r.items() if k.startswith("silhouette_"))
+    assert r["tsne_seconds_mean"] > 0 and r["umap_seconds_mean"] > 0
+
+
+def test_06_outliers_are_told_apart_from_digits(smoke):
+    r = results(smoke[0], "06_anomaly_lof_knn")
+    assert all(v > 0.3 for k, v in r.items() if k.startswith("test_acc_"))
+    normal = [v for k, v in r.items() if k.startswith("lof_l2_c0.001_") and k.endswith(" normal")]
+    assert normal and normal[0] > 0.8  # contamination 0.001: nearly every normal test image is kept
+    l2_knn = [v for k, v in r.items() if k.startswith("auroc_L2-softmax_kNN min cosine_")]
+    assert len(l2_knn) == 2 and all(v > 0.7 for v in l2_knn), l2_knn  # outliers score above digits
 
 # ------------------------------------------------------------------ the committed notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
