@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -74,11 +75,15 @@ def project(x: torch.Tensor, method: str = "tsne", metric: str = "euclidean", se
 
         reducer = TSNE(n_components=2, init="pca", random_state=seed, metric=metric, **kw)
     else:
-        import umap  # the umap-learn package
+        with warnings.catch_warnings():  # umap imports tqdm.auto, which warns when ipywidgets is absent
+            warnings.simplefilter("ignore")
+            import umap  # the umap-learn package
 
         reducer = umap.UMAP(n_components=2, random_state=seed, metric=metric, **kw)
     t0 = time.perf_counter()
-    coords = reducer.fit_transform(data)
+    with warnings.catch_warnings():  # "n_jobs overridden by setting random_state": seeded UMAP is single-threaded
+        warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+        coords = reducer.fit_transform(data)
     return np.asarray(coords), time.perf_counter() - t0
 
 
