@@ -1,0 +1,350 @@
+"""The one-vs-rest anomaly benchmark: every loss head, every split of the classes into normal and anomaly.
+
+The protocol of the published comparison we reproduce. A *setting* is (data set, k anomaly classes,
+distance metric). A *test case* splits the 10 classes into 10 − k normal and k anomaly classes; the 10
+cases of a setting rotate, case i having the anomaly classes (i + j) mod 10 for j < k, so every class
+is an anomaly equally often. For each method and case the network is trained on the normal classes'
+training images only; every test image (all 10 classes) is scored by its distance to the normal
+training embeddings (the nearest one, and the mean of the K nearest), anomalies are the positives of
+the AUROC.
+
+    res = run({"mnist": data.load("mnist")}, PUBLISHED[5:], losses.METHODS, BUDGETS["cpu"],
+              "results/anomaly_benchmark.csv")
+    summary(res)
+
+`run` appends every finished (setting, case, method, mixup) cell to the CSV at once and skips the
+cells already there, so an interrupted run continues where it stopped. Training and embeddings are
+cached on disk (`utils.train.train`, `utils.embed.embeddings`), so the cosine and euclidean settings
+of the same k train each network once.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from . import anomaly, embed, losses, train
+from .data import ImageData
+
+N_CLASSES = 10
+KEY = ["dataset", "k", "metric", "case", "method", "mixup", "n_per_class", "epochs", "arch", "seed"]
+COLUMNS = (KEY[:4] + ["anomaly_classes"] + KEY[4:] + ["score", "auroc"]
+           + [f"norm_dist_{c}" for c in range(N_CLASSES)] + ["train_seconds", "from_cache"])
+
+
+# ----------------------------------------------------------------------------- settings and cases
+@dataclass(frozen=True)
+class Setting:
+    """One benchmark setting: a data set (a key of `run`'s `data_by_name`), k anomaly classes, a metric."""
+    dataset: str
+    k: int
+    metric: str
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, numbers.Integral) or not 1 <= self.k < N_CLASSES:
+            raise ValueError(f"k (the number of anomaly classes) must be an integer in 1..{N_CLASSES - 1}, "
+                             f"got {self.k!r}")
+        if self.metric not in anomaly.METRICS:
+            raise ValueError(f"unknown metric {self.metric!r}: choose one of {list(anomaly.METRICS)}")
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset} k={self.k} {self.metric}"
+
+
+PUBLISHED = [Setting("cifar10", 1, "cosine"), Setting("cifar10", 1, "euclidean"),
+             Setting("cifar10", 5, "cosine"), Setting("cifar10", 8, "cosine"),
+             Setting("cifar10", 8, "euclidean"),
+             Setting("mnist", 7, "cosine"), Setting("mnist", 5, "cosine"), Setting("mnist", 5, "euclidean")]
+
+
+def cases(k: int, n_cases: int = N_CLASSES, n_classes: int = N_CLASSES) -> list[list[int]]:
+    """The anomaly classes of each test case: case i has [(i + j) % n_classes for j < k] (first n_cases)."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k < n_classes:
+        raise ValueError(f"k must be an integer in 1..{n_classes - 1}, got {k!r}")
+    if not 1 <= n_cases <= n_classes:
+        raise ValueError(f"n_cases must be in 1..{n_classes}, got {n_cases!r}")
+    return [[(i + j) % n_classes for j in range(k)] for i in range(n_cases)]
+
+
+def normal_classes(anomalies: list[int], n_classes: int = N_CLASSES) -> list[int]:
+    """The classes that are not anomalies, ascending (their training labels become 0..n−1 in this order)."""
+    return [c for c in range(n_classes) if c not in set(anomalies)]
+
+
+# ----------------------------------------------------------------------------- budgets
+@dataclass(frozen=True)
+class Budget:
+    """How much to spend per cell. `arch` is one name or a dict data set -> name ("cnn" if absent).
+
+    `ks`: the K of the "mean of the K nearest" scores (1 is the nearest, "min"; None is all of them);
+    a K above the number of training images is capped at it. `n_per_class` None = all training images.
+    Only epochs, n_per_class, arch and seed are part of a cell's identity in the CSV: change bs,
+    emb_dim or arch_kw and write to a new CSV (cells lacking one of the ks are recomputed).
+
+    Presets (`BUDGETS`): "smoke" (seconds: 1 epoch, 20 images per class, 2 cases) and "cpu" (hours on
+    a CPU: 3 epochs, 300 per class, 5 cases) use the small CNN for every data set; "full" (the
+    published protocol, a GPU: 15 epochs, every image, 10 cases) uses ResNet18 for CIFAR-10 and the
+    small CNN for MNIST and any other data set.
+    """
+    epochs: int = 15
+    n_per_class: int | None = None
+    n_cases: int = N_CLASSES
+    arch: str | dict[str, str] = "cnn"
+    ks: tuple[int | None, ...] = (1, 5, 10, 20, 30, None)
+    seed: int = 0
+    bs: int = 128
+    emb_dim: int = 64
+    arch_kw: dict = field(default_factory=dict)
+
+    def arch_for(self, dataset: str) -> str:
+        """The architecture used for `dataset`."""
+        return self.arch if isinstance(self.arch, str) else self.arch.get(dataset, "cnn")
+
+
+BUDGETS = {
+    # seconds on a laptop: the small CNN everywhere, 1 epoch, 20 images per class, 2 of the 10 cases
+    "smoke": Budget(epochs=1, n_per_class=20, n_cases=2, arch="cnn", ks=(1, 5, 10, None)),
+    # hours on a CPU: the small CNN everywhere, 3 epochs, 300 images per class, 5 of the 10 cases
+    "cpu": Budget(epochs=3, n_per_class=300, n_cases=5, arch="cnn"),
+    # the published protocol, on a GPU: ResNet18 for CIFAR-10, the small CNN for MNIST (and any other
+    # data set), 15 epochs on every training image, all 10 cases
+    "full": Budget(epochs=15, n_per_class=None, n_cases=N_CLASSES, arch={"cifar10": "resnet18", "mnist": "cnn"}),
+}
+
+
+def score_kinds(ks) -> dict[str, int | None]:
+    """Score name -> K: "min" (K=1, always first), "mean5", …, "mean_all" (K=None)."""
+    out = {"min": 1}
+    for K in ks:
+        if K is not None and (isinstance(K, bool) or not isinstance(K, numbers.Integral) or K < 1):
+            raise ValueError(f"every K must be a positive integer or None (all), got {K!r}")
+        out.setdefault("min" if K == 1 else "mean_all" if K is None else f"mean{K}", K)
+    return out
+
+
+# ----------------------------------------------------------------------------- one cell
+def _check_data(data: ImageData) -> None:
+    if len(data.classes) != N_CLASSES:
+        raise ValueError(f"the benchmark needs {N_CLASSES} classes; {data.name!r} has {len(data.classes)}")
+
+
+def case_anomalies(setting: Setting, case_index: int) -> list[int]:
+    """The anomaly classes of test case `case_index` (0..9) of `setting`."""
+    if isinstance(case_index, bool) or not isinstance(case_index, numbers.Integral) \
+            or not 0 <= case_index < N_CLASSES:
+        raise ValueError(f"case_index must be an integer in 0..{N_CLASSES - 1}, got {case_index!r}")
+    return cases(setting.k)[case_index]
+
+
+def _head(method: str, head: tuple[str, dict] | None) -> tuple[str, dict]:
+    if head is not None:
+        return head
+    if method not in losses.METHODS:
+        raise ValueError(f"unknown method {method!r}: choose one of {list(losses.METHODS)} or pass head=")
+    return losses.METHODS[method]
+
+
+def train_case(data: ImageData, setting: Setting, case_index: int, method: str, budget: Budget,
+               mixup: float = 0.0, head: tuple[str, dict] | None = None,
+               cache: bool = True) -> tuple[train.Trained, ImageData]:
+    """Train `method` on the case's normal classes (budget-subsampled); return the run and its data.
+
+    The metric plays no part: the cosine and euclidean settings share the (cached) run.
+    """
+    _check_data(data)
+    anomalies = case_anomalies(setting, case_index)
+    normal = data.select(normal_classes(anomalies)).per_class(budget.n_per_class, None, budget.seed)
+    name, hparams = _head(method, head)
+    run = train.train(normal, name, arch=budget.arch_for(setting.dataset), emb_dim=budget.emb_dim,
+                      hparams=hparams, epochs=budget.epochs, bs=budget.bs, mixup=mixup, seed=budget.seed,
+                      arch_kw=budget.arch_kw, cache=cache, progress=False)
+    return run, normal
+
+
+@dataclass
+class CaseScores:
+    """A case's anomaly scores (name -> one per test image), the test labels and anomaly mask, the run."""
+    scores: dict[str, torch.Tensor]
+    y_test: torch.Tensor
+    is_anomaly: torch.Tensor
+    anomalies: list[int]
+    train_emb: torch.Tensor
+    test_emb: torch.Tensor
+    run: train.Trained
+
+
+def score_case(data: ImageData, setting: Setting, case_index: int, method: str, budget: Budget,
+               mixup: float = 0.0, head: tuple[str, dict] | None = None) -> CaseScores:
+    """Train (cached), embed the normal training images and all test images, score by kNN distance."""
+    run, normal = train_case(data, setting, case_index, method, budget, mixup, head)
+    tr = embed.embeddings(run, normal.x_train)
+    te = embed.embeddings(run, data.x_test)
+    scores = {kind: anomaly.knn_distance(tr, te, None if K is None else min(K, len(tr)), setting.metric)
+              for kind, K in score_kinds(budget.ks).items()}
+    anomalies = case_anomalies(setting, case_index)
+    is_anomaly = torch.isin(data.y_test, torch.tensor(anomalies, dtype=data.y_test.dtype))
+    return CaseScores(scores, data.y_test, is_anomaly, anomalies, tr, te, run)
+
+
+def class_means(scores: torch.Tensor, y: torch.Tensor, is_anomaly: torch.Tensor) -> list[float]:
+    """Mean score of each class 0..9, divided by the mean over all normal images (NaN for an absent class)."""
+    norm = anomaly.normalize(scores, ~is_anomaly)
+    return [norm[y == c].mean().item() if (y == c).any() else math.nan for c in range(N_CLASSES)]
+
+
+def run_case(data: ImageData, setting: Setting, case_index: int, method: str, budget: Budget,
+             mixup: float = 0.0, head: tuple[str, dict] | None = None) -> list[dict]:
+    """The tidy rows of one (method, setting, case, mixup) cell: one per score kind (see `COLUMNS`)."""
+    cs = score_case(data, setting, case_index, method, budget, mixup, head)
+    base = dict(dataset=setting.dataset, k=setting.k, metric=setting.metric, case=case_index,
+                anomaly_classes=" ".join(map(str, cs.anomalies)), method=method, mixup=float(mixup),
+                n_per_class="all" if budget.n_per_class is None else budget.n_per_class,
+                epochs=budget.epochs, arch=budget.arch_for(setting.dataset), seed=budget.seed)
+    rows = []
+    for kind, s in cs.scores.items():
+        row = dict(base, score=kind, auroc=anomaly.auroc(s, cs.is_anomaly))
+        row.update({f"norm_dist_{c}": v for c, v in enumerate(class_means(s, cs.y_test, cs.is_anomaly))})
+        row.update(train_seconds=float(cs.run.history["seconds"].sum()), from_cache=bool(cs.run.from_cache))
+        rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------- the grid, resumable
+def _npc(v) -> int | str:
+    """n_per_class as written to / read from the CSV: an int, or "all"."""
+    if v is None or v == "all" or (isinstance(v, float) and math.isnan(v)):
+        return "all"
+    return int(float(v))
+
+
+def cell_key(row) -> tuple:
+    """A cell's identity (the `KEY` columns) with types normalized, from a row dict or a CSV row."""
+    return (str(row["dataset"]), int(row["k"]), str(row["metric"]), int(row["case"]), str(row["method"]),
+            float(row["mixup"]), _npc(row["n_per_class"]), int(row["epochs"]), str(row["arch"]),
+            int(row["seed"]))
+
+
+def read_results(csv_path: str | Path) -> pd.DataFrame:
+    """The benchmark CSV as a DataFrame (empty, with `COLUMNS`, if the file is absent or empty).
+
+    A last line cut short by an interrupted write is dropped from the file first.
+    """
+    path = Path(csv_path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return pd.DataFrame(columns=COLUMNS)
+    raw = path.read_bytes()
+    if not raw.endswith(b"\n"):
+        _replace(path, raw[:raw.rfind(b"\n") + 1])
+    df = pd.read_csv(path, dtype={"anomaly_classes": str, "n_per_class": str, "dataset": str,
+                                  "method": str, "arch": str, "metric": str, "score": str})
+    if list(df.columns) != COLUMNS:
+        raise ValueError(f"{path} does not hold benchmark results (columns {list(df.columns)[:6]}…); "
+                         f"use another csv_path")
+    df["n_per_class"] = [_npc(v) for v in df["n_per_class"]]
+    return df
+
+
+def _replace(path: Path, content: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(content)
+    os.replace(tmp, path)
+
+
+def _append(path: Path, rows: list[dict]) -> None:
+    """Append rows to the CSV in one write (header only when the file is new or empty)."""
+    new = not path.is_file() or path.stat().st_size == 0
+    text = pd.DataFrame(rows, columns=COLUMNS).to_csv(index=False, header=new, lineterminator="\n")
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+
+
+def grid(settings: list[Setting], methods: dict, budget: Budget, mixups=(0.0,)) -> list[tuple]:
+    """Every cell as (setting, case index, method, mixup), in the order `run` computes them."""
+    return [(s, i, m, float(a)) for s in settings for i in range(budget.n_cases) for m in methods
+            for a in mixups]
+
+
+def _key_of(setting: Setting, case: int, method: str, mixup: float, budget: Budget) -> tuple:
+    return (setting.dataset, setting.k, setting.metric, case, method, float(mixup), _npc(budget.n_per_class),
+            budget.epochs, budget.arch_for(setting.dataset), budget.seed)
+
+
+def run(data_by_name: dict[str, ImageData], settings: list[Setting], methods: dict | None,
+        budget: Budget, csv_path: str | Path, mixups=(0.0,), progress: bool = True) -> pd.DataFrame:
+    """Compute every (setting × case × method × mixup) cell not yet in `csv_path`; return the whole CSV.
+
+    `methods`: display name -> (head name, hparams); None = `losses.METHODS`. A cell counts as done
+    when the CSV holds a row for each of the budget's score kinds; cells of this grid with only some
+    of them (a run stopped mid-write, a changed `ks`) are dropped and recomputed.
+    """
+    methods = losses.METHODS if methods is None else methods
+    for s in settings:
+        if not isinstance(s, Setting):
+            raise ValueError(f"settings must be Setting objects, got {s!r}")
+        if s.dataset not in data_by_name:
+            raise ValueError(f"no data for setting {s.label!r}: data_by_name has {sorted(data_by_name)}")
+        _check_data(data_by_name[s.dataset])
+    path = Path(csv_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cells = grid(settings, methods, budget, mixups)
+    wanted = {_key_of(*c, budget) for c in cells}
+    kinds = set(score_kinds(budget.ks))
+    old = read_results(path)
+    keys = [cell_key(r) for r in old.to_dict("records")]
+    got: dict[tuple, set] = {}
+    for key, kind in zip(keys, old["score"]):
+        got.setdefault(key, set()).add(kind)
+    done = {key for key, have in got.items() if kinds <= have}
+    partial = [key in wanted and key not in done for key in keys]
+    if any(partial):
+        _replace(path, old[[not p for p in partial]].to_csv(index=False, lineterminator="\n").encode())
+    if progress:
+        from fastprogress.fastprogress import progress_bar
+        bar = progress_bar(cells)
+    else:
+        bar = cells
+    for setting, case, method, mixup in bar:
+        if _key_of(setting, case, method, mixup, budget) in done:
+            continue
+        if progress:
+            bar.comment = f"{setting.label} case {case} {method} mixup {mixup:g}"
+        _append(path, run_case(data_by_name[setting.dataset], setting, case, method, budget, mixup,
+                               head=methods[method]))
+    return read_results(path)
+
+
+# ----------------------------------------------------------------------------- summaries
+def summary(df: pd.DataFrame, score: str = "min") -> pd.DataFrame:
+    """AUROC mean, std and number of cases per setting × method (× mixup and budget), for one score kind."""
+    if score not in set(df["score"]):
+        raise ValueError(f"no {score!r} scores: the table has {sorted(set(df['score']))}")
+    keys = [c for c in KEY if c != "case"]
+    sel = df[df["score"] == score]
+    out = sel.groupby(keys, sort=False)["auroc"].agg(["mean", "std", "count"]).reset_index()
+    return out.rename(columns={"count": "n_cases"})
+
+
+def table(df: pd.DataFrame, score: str = "min", digits: int = 3) -> pd.DataFrame:
+    """`summary` as "mean ± std" strings: a row per method (and mixup), a column per setting.
+
+    The table must hold one budget per data set (filter it first otherwise).
+    """
+    s = summary(df, score)
+    budget = ["dataset", "n_per_class", "epochs", "arch", "seed"]
+    if s[budget].drop_duplicates()["dataset"].duplicated().any():
+        raise ValueError("the table mixes budgets (n_per_class, epochs, arch or seed) for one data set; "
+                         "filter it to one budget first")
+    s["setting"] = [f"{d} k={k} {m}" for d, k, m in zip(s["dataset"], s["k"], s["metric"])]
+    s["auroc"] = [f"{m:.{digits}f} ± {sd:.{digits}f}" for m, sd in zip(s["mean"], s["std"].fillna(0.0))]
+    rows = ["method", "mixup"] if s["mixup"].nunique() > 1 else ["method"]
+    out = s.pivot(index=rows if len(rows) > 1 else rows[0], columns="setting", values="auroc")
+    order = list(dict.fromkeys(zip(*(s[r] for r in rows))))
+    return out.reindex(index=[o[0] for o in order] if len(rows) == 1 else order,
+                       columns=list(dict.fromkeys(s["setting"])))
