@@ -37,7 +37,7 @@ def results(out: Path, stem: str) -> dict:
 
 
 def test_there_are_notebooks():
-    assert [p.name[:2] for p in NOTEBOOKS][:6] == ["01", "02", "03", "04", "05", "06"]
+    assert [p.name[:2] for p in NOTEBOOKS][:7] == ["01", "02", "03", "04", "05", "06", "07"]
 
 
 def test_smoke_run_passes_and_writes_summary(smoke):
@@ -98,6 +98,15 @@ def test_06_outliers_are_told_apart_from_digits(smoke):
     assert normal and normal[0] > 0.8  # contamination 0.001: nearly every normal test image is kept
     l2_knn = [v for k, v in r.items() if k.startswith("auroc_L2-softmax_kNN min cosine_")]
     assert len(l2_knn) == 2 and all(v > 0.7 for v in l2_knn), l2_knn  # outliers score above digits
+
+
+def test_07_benchmark_ranks_held_out_classes_above_chance(smoke):
+    r = results(smoke[0], "07_anomaly_benchmark")
+    aurocs = {k: v for k, v in r.items() if k.startswith("auroc_")}
+    assert len(aurocs) == 2 * 6 and r["n_cases"] == 2  # two settings (cosine, euclidean) x six methods
+    assert all(0 <= v <= 1 for v in aurocs.values())
+    cosine = [v for k, v in aurocs.items() if "_cosine_" in k]
+    assert sum(cosine) / len(cosine) > 0.6, aurocs  # held-out digit classes score above the trained ones
 
 # ------------------------------------------------------------------ the committed notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
