@@ -53,3 +53,26 @@ def record(**values) -> dict:
         old.update(clean)
         p.write_text(json.dumps(old, indent=1))
     return clean
+
+
+def accuracy_table(sets: list[tuple[str, str]], methods: dict[str, tuple[str, dict]], seeds: list[int],
+                   n_train: int | None, n_test: int | None, epochs: int, seed: int = 0,
+                   augment: int = 2):
+    """Train every method on every (data set, arch) for every seed (cached by `train.compare`).
+
+    Returns the test accuracy's mean and std per (data set, method), and the same as a
+    "mean ± std" table in percent, a row per method and a column per data set.
+    """
+    import pandas as pd
+
+    from . import data as D, train as T
+
+    runs = []
+    for name, arch in sets:
+        d = D.load(name, fallback="digits").per_class(n_train, n_test, seed=seed)
+        r = T.compare(d, methods, seeds, arch=arch, epochs=epochs, augment=augment)
+        runs.append(r.assign(dataset=d.name.split("[")[0], arch=arch))
+    summary = pd.concat(runs).groupby(["dataset", "method"], sort=False).test_acc.agg(["mean", "std"])
+    pct = lambda s: (100 * s).map("{:.2f}".format)  # noqa: E731
+    table = (pct(summary["mean"]) + " ± " + pct(summary["std"])).unstack(0)
+    return summary, table.reindex(list(dict.fromkeys(summary.index.get_level_values("method"))))
