@@ -8,14 +8,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .train import default_device
+
 METRICS = ("cosine", "euclidean")
-
-
-def _device(device: torch.device | str | None) -> torch.device:
-    """`device`, else CUDA when available, else CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _check_metric(metric: str) -> None:
@@ -41,7 +36,7 @@ def _batches(train: torch.Tensor, test: torch.Tensor, metric: str, bs: int,
     _check_metric(metric)
     if bs < 1:
         raise ValueError(f"bs must be a positive batch size, got {bs}")
-    dev = _device(device)
+    dev = torch.device(device) if device is not None else default_device()
     tr = _prepare(train, metric, dev)
     test = torch.as_tensor(test)
     for i in range(0, len(test), bs):
