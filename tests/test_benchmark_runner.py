@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 from collections import Counter
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -73,6 +74,17 @@ def test_published_settings_and_budgets():
     assert (full.epochs, full.n_per_class, full.n_cases) == (15, None, 10)
     assert full.arch_for("cifar10") == "resnet18" and full.arch_for("mnist") == "cnn"
     assert list(benchmark.score_kinds(BUDGET.ks)) == KINDS
+
+
+@pytest.mark.parametrize("n", [1, 50, 100, 333, 500])
+def test_fixed_steps_gives_every_n_the_same_number_of_updates(n):
+    base = benchmark.Budget(epochs=3, n_per_class=300, bs=32)
+    b = benchmark.fixed_steps(base, n, n_normal=2, steps=200)
+    per_epoch = -(-2 * n // 32)  # batches per epoch, the last one partial
+    assert b.n_per_class == n and b.bs == 32 and b.n_cases == base.n_cases
+    assert 200 <= b.epochs * per_epoch < 200 + per_epoch  # at least `steps`, less than one epoch more
+    with pytest.raises(ValueError, match="steps"):
+        benchmark.fixed_steps(base, n, 2, 0)
 
 
 @pytest.mark.parametrize("k", [0, 10, -1, 2.5, True, "3"])
@@ -173,6 +185,28 @@ def test_summary_and_table(first):
     assert all(" ± " in v for v in t.to_numpy().ravel())
     with pytest.raises(ValueError, match="no 'mean30' scores"):
         benchmark.summary(first.df, "mean30")
+
+
+def test_table_allows_a_budget_per_setting_but_not_two_in_one(first):
+    df = first.df.copy()
+    df.loc[df["metric"] == "euclidean", "epochs"] = 7  # another setting, another budget: fine
+    assert benchmark.table(df).shape == (len(losses.METHODS), len(SETTINGS))
+    df.loc[(df["metric"] == "cosine") & (df["case"] == 1), "epochs"] = 9  # two budgets in one setting
+    with pytest.raises(ValueError, match="mixes budgets"):
+        benchmark.table(df)
+
+
+def test_run_returns_only_its_own_grid(first, digits, tmp_path, monkeypatch):
+    monkeypatch.setenv("DML_CACHE", str(first.cache))
+    monkeypatch.setenv("DML_OFFLINE", "1")
+    csv = tmp_path / "b.csv"
+    shutil.copy(first.csv, csv)
+    trains = counting(monkeypatch, train, "train")
+    one = benchmark.run({"digits": digits}, SETTINGS[:1], None, BUDGET, csv, progress=False)
+    assert not trains and set(one["metric"]) == {"cosine"} and len(one) == len(first.df) // 2
+    fewer = benchmark.run({"digits": digits}, SETTINGS, None, replace(BUDGET, n_cases=1), csv, progress=False)
+    assert not trains and set(fewer["case"]) == {0} and len(fewer) == len(first.df) // 2
+    assert len(benchmark.read_results(csv)) == len(first.df)  # the CSV itself keeps everything
 
 
 # ----------------------------------------------------------------------------- resuming

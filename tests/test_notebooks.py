@@ -37,7 +37,7 @@ def results(out: Path, stem: str) -> dict:
 
 
 def test_there_are_notebooks():
-    assert [p.name[:2] for p in NOTEBOOKS][:7] == ["01", "02", "03", "04", "05", "06", "07"]
+    assert [p.name[:2] for p in NOTEBOOKS][:8] == ["01", "02", "03", "04", "05", "06", "07", "08"]
 
 
 def test_smoke_run_passes_and_writes_summary(smoke):
@@ -107,6 +107,20 @@ def test_07_benchmark_ranks_held_out_classes_above_chance(smoke):
     assert all(0 <= v <= 1 for v in aurocs.values())
     cosine = [v for k, v in aurocs.items() if "_cosine_" in k]
     assert sum(cosine) / len(cosine) > 0.6, aurocs  # held-out digit classes score above the trained ones
+
+def test_08_few_shot_curves_mixup_and_mean_of_k(smoke):
+    r = results(smoke[0], "08_few_shot_mixup")
+    assert r["mode"] == "smoke" and r["n_cases"] == 2 and r["ns"] == [10, 30]
+    per_method = {k: v for k, v in r.items() if k.startswith("auroc_N") and "mean over" not in k}
+    assert len(per_method) == 2 * 6 * 2  # two N x six methods x mixup off/on
+    assert all(0 <= v <= 1 for v in per_method.values()), per_method
+    assert r["auroc_N30_mean over methods_off"] > 0.6  # held-out digits score above the two trained ones
+    k_curve = {k: v for k, v in r.items() if k.startswith("auroc_K")}
+    assert set(k_curve) == {f"auroc_K{k}_mean" for k in ["1", "5", "10", "20", "30", "all"]}
+    assert r["auroc_K1_mean"] == pytest.approx(r["auroc_N30_mean over methods_off"])  # the same networks
+    assert r["auroc_K1_mean"] > r["auroc_Kall_mean"]  # the mean over every training image blurs the score
+    assert -1 < r["mixup_delta_mean"] < 1
+
 
 # ------------------------------------------------------------------ the committed notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -85,10 +85,12 @@ class Budget:
     `ks`: the K of the "mean of the K nearest" scores (1 is the nearest, "min"; None is all of them);
     a K above the number of training images is capped at it. `n_per_class` None = all training images.
     Only epochs, n_per_class, arch and seed are part of a cell's identity in the CSV: change bs,
-    emb_dim or arch_kw and write to a new CSV (cells lacking one of the ks are recomputed).
+    emb_dim, arch_kw or the test images and write to a new CSV (cells lacking one of the ks are
+    recomputed).
 
     Presets (`BUDGETS`): "smoke" (seconds: 1 epoch, 20 images per class, 2 cases) and "cpu" (hours on
-    a CPU: 3 epochs, 300 per class, 5 cases) use the small CNN for every data set; "full" (the
+    a CPU: 300 per class, 5 cases, batches of 32; 3 epochs unless `fixed_steps` sets them) use the small
+    CNN for every data set; "full" (the
     published protocol, a GPU: 15 epochs, every image, 10 cases) uses ResNet18 for CIFAR-10 and the
     small CNN for MNIST and any other data set.
     """
@@ -110,12 +112,27 @@ class Budget:
 BUDGETS = {
     # seconds on a laptop: the small CNN everywhere, 1 epoch, 20 images per class, 2 of the 10 cases
     "smoke": Budget(epochs=1, n_per_class=20, n_cases=2, arch="cnn", ks=(1, 5, 10, None)),
-    # hours on a CPU: the small CNN everywhere, 3 epochs, 300 images per class, 5 of the 10 cases
-    "cpu": Budget(epochs=3, n_per_class=300, n_cases=5, arch="cnn"),
+    # hours on a CPU: the small CNN everywhere, 300 images per class, 5 of the 10 cases, batches of 32;
+    # notebooks 07-08 give each setting `fixed_steps(..., steps=200)` (3 epochs is the plain default)
+    "cpu": Budget(epochs=3, n_per_class=300, n_cases=5, arch="cnn", bs=32),
     # the published protocol, on a GPU: ResNet18 for CIFAR-10, the small CNN for MNIST (and any other
     # data set), 15 epochs on every training image, all 10 cases
     "full": Budget(epochs=15, n_per_class=None, n_cases=N_CLASSES, arch={"cifar10": "resnet18", "mnist": "cnn"}),
 }
+
+
+def fixed_steps(budget: Budget, n_per_class: int, n_normal: int, steps: int) -> Budget:
+    """`budget` with `n_per_class` training images per normal class and the epochs that give `steps` updates.
+
+    For the few-shot ablation: 2 × 50 images fill 4 batches of 32 and 2 × 500 fill 32, so a fixed epoch
+    count would give the small sets 8× fewer optimizer steps. With `steps` fixed every N gets (at least)
+    the same number of updates: epochs = ⌈steps / ⌈n_normal · n_per_class / bs⌉⌉.
+    """
+    for name, v in (("n_per_class", n_per_class), ("n_normal", n_normal), ("steps", steps)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    per_epoch = math.ceil(n_normal * n_per_class / budget.bs)
+    return replace(budget, n_per_class=n_per_class, epochs=math.ceil(steps / per_epoch))
 
 
 def score_kinds(ks) -> dict[str, int | None]:
@@ -278,7 +295,7 @@ def _key_of(setting: Setting, case: int, method: str, mixup: float, budget: Budg
 
 def run(data_by_name: dict[str, ImageData], settings: list[Setting], methods: dict | None,
         budget: Budget, csv_path: str | Path, mixups=(0.0,), progress: bool = True) -> pd.DataFrame:
-    """Compute every (setting × case × method × mixup) cell not yet in `csv_path`; return the whole CSV.
+    """Compute every (setting × case × method × mixup) cell not yet in `csv_path`; return this grid's rows.
 
     `methods`: display name -> (head name, hparams); None = `losses.METHODS`. A cell counts as done
     when the CSV holds a row for each of the budget's score kinds; cells of this grid with only some
@@ -317,7 +334,15 @@ def run(data_by_name: dict[str, ImageData], settings: list[Setting], methods: di
             bar.comment = f"{setting.label} case {case} {method} mixup {mixup:g}"
         _append(path, run_case(data_by_name[setting.dataset], setting, case, method, budget, mixup,
                                head=methods[method]))
-    return read_results(path)
+    return rows_of(read_results(path), settings, budget, methods, mixups)
+
+
+def rows_of(df: pd.DataFrame, settings: list[Setting], budget: Budget, methods: dict | None = None,
+            mixups=(0.0,)) -> pd.DataFrame:
+    """The rows of a results table that belong to this grid (settings, budget, methods, mixups, cases)."""
+    methods = losses.METHODS if methods is None else methods
+    wanted = {_key_of(*c, budget) for c in grid(settings, methods, budget, mixups)}
+    return df[[cell_key(r) in wanted for r in df.to_dict("records")]].reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------- summaries
@@ -334,12 +359,13 @@ def summary(df: pd.DataFrame, score: str = "min") -> pd.DataFrame:
 def table(df: pd.DataFrame, score: str = "min", digits: int = 3) -> pd.DataFrame:
     """`summary` as "mean ± std" strings: a row per method (and mixup), a column per setting.
 
-    The table must hold one budget per data set (filter it first otherwise).
+    The table must hold one budget per setting (filter it first otherwise); settings may differ, e.g.
+    in epochs when each has a `fixed_steps` budget.
     """
     s = summary(df, score)
-    budget = ["dataset", "n_per_class", "epochs", "arch", "seed"]
-    if s[budget].drop_duplicates()["dataset"].duplicated().any():
-        raise ValueError("the table mixes budgets (n_per_class, epochs, arch or seed) for one data set; "
+    setting, budget = ["dataset", "k", "metric"], ["n_per_class", "epochs", "arch", "seed"]
+    if s[setting + budget].drop_duplicates()[setting].duplicated().any():
+        raise ValueError("the table mixes budgets (n_per_class, epochs, arch or seed) within one setting; "
                          "filter it to one budget first")
     s["setting"] = [f"{d} k={k} {m}" for d, k, m in zip(s["dataset"], s["k"], s["metric"])]
     s["auroc"] = [f"{m:.{digits}f} ± {sd:.{digits}f}" for m, sd in zip(s["mean"], s["std"].fillna(0.0))]

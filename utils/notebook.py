@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent  # the repository
 MODES = ("smoke", "cpu", "full")
 MODE_HELP = {
     "smoke": "seconds: tiny subsets, for the test suite",
-    "cpu": "about 10 minutes on a 2-core CPU: the mode the committed outputs come from",
+    "cpu": "minutes on a 2-core CPU (the README lists each notebook's time): the committed outputs come from it",
     "full": "the articles' settings, for a GPU",
 }
 
@@ -37,13 +37,14 @@ def banner(mode: str, data=None) -> None:
             print(f"NOTE: {note}")
 
 
-def record(**values) -> dict:
+def record(echo: bool = True, **values) -> dict:
     """Print the notebook's headline results and, when `$DML_RESULTS` names a JSON file, add them to it.
 
     The headless runner and the tests read that file, so every figure a notebook reports is checked.
+    `echo=False` only records them (for long lists the notebook has already shown as tables).
     """
     clean = {k: (v.item() if hasattr(v, "item") else v) for k, v in values.items()}
-    for k, v in clean.items():
+    for k, v in clean.items() if echo else ():
         print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
     path = os.environ.get("DML_RESULTS")
     if path:
