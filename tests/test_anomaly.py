@@ -268,3 +268,11 @@ def test_pairs_two_rows_query_above_match():
     assert [ax.get_title() for ax in fig.axes[:3]] == ["q0", "q1", "q2"]
     with pytest.raises(ValueError):
         plot.pairs(q[:0], m)
+
+
+def test_pool_makes_one_scored_set_with_outliers_positive():
+    normal, outliers = torch.tensor([0.1, 0.2, 0.3]), torch.tensor([0.25, 0.9])
+    scores, is_anomaly = anomaly.pool(normal, outliers)
+    assert scores.tolist() == pytest.approx([0.1, 0.2, 0.3, 0.25, 0.9])
+    assert is_anomaly.tolist() == [False, False, False, True, True]
+    assert anomaly.auroc(scores, is_anomaly) == pytest.approx(roc_auc_score([0, 0, 0, 1, 1], scores.numpy()))

@@ -146,6 +146,8 @@ def test_auroc_equals_sklearn_on_brute_force_distances(first, digits, monkeypatc
     cs = benchmark.score_case(digits, setting, 1, "ArcFace", BUDGET)
     assert cs.run.from_cache and cs.anomalies == [1, 2]
     assert len(cs.train_emb) == 8 * 20 and len(cs.test_emb) == len(digits.y_test)
+    assert cs.normal.classes == [digits.classes[c] for c in (0, 3, 4, 5, 6, 7, 8, 9)]
+    assert len(cs.normal.y_train) == len(cs.train_emb)  # the images the training embeddings belong to
     is_anomaly = np.isin(digits.y_test.numpy(), [1, 2])
     assert np.array_equal(cs.is_anomaly.numpy(), is_anomaly)
     tr, te = cs.train_emb.double(), cs.test_emb.double()
@@ -207,6 +209,21 @@ def test_run_returns_only_its_own_grid(first, digits, tmp_path, monkeypatch):
     fewer = benchmark.run({"digits": digits}, SETTINGS, None, replace(BUDGET, n_cases=1), csv, progress=False)
     assert not trains and set(fewer["case"]) == {0} and len(fewer) == len(first.df) // 2
     assert len(benchmark.read_results(csv)) == len(first.df)  # the CSV itself keeps everything
+
+
+def test_run_budgets_concatenates_one_grid_per_budget(first, digits, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DML_CACHE", str(first.cache))
+    monkeypatch.setenv("DML_OFFLINE", "1")
+    csv = tmp_path / "b.csv"
+    shutil.copy(first.csv, csv)
+    trains = counting(monkeypatch, train, "train")
+    grids = {"cos": (SETTINGS[:1], BUDGET), "euc": (SETTINGS[1:], replace(BUDGET, n_cases=1))}
+    df = benchmark.run_budgets({"digits": digits}, grids, None, csv)
+    assert not trains and len(df) == len(first.df) // 2 + len(first.df) // 4
+    assert benchmark.setting_labels(df) == ["digits k=2 cosine"] * (len(first.df) // 2) + \
+        ["digits k=2 euclidean"] * (len(first.df) // 4)
+    n = len(losses.METHODS)
+    assert capsys.readouterr().out.splitlines()[0].startswith(f"cos: {2 * n} networks, ")
 
 
 # ----------------------------------------------------------------------------- resuming

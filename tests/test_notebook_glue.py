@@ -24,3 +24,11 @@ def test_record_prints_and_merges_into_the_results_file(tmp_path, monkeypatch, c
     NB.record(echo=False, auroc=0.75, acc=0.25)
     assert capsys.readouterr().out == ""
     assert json.loads(path.read_text()) == {"acc": 0.25, "mode": "cpu", "auroc": 0.75}
+
+
+def test_results_csv_goes_to_results_or_the_cache_and_prints_no_absolute_path(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DML_CACHE", str(tmp_path))
+    assert NB.results_csv("bench", "cpu") == NB.ROOT / "results" / "bench_cpu.csv"
+    assert capsys.readouterr().out == "results: results/bench_cpu.csv\n"
+    assert NB.results_csv("bench", "smoke").parent.resolve() == tmp_path.resolve()
+    assert capsys.readouterr().out == "results: bench_smoke.csv\n"

@@ -139,6 +139,12 @@ def normal_rate(model, test: torch.Tensor, contamination: float | None = None) -
 
 
 # ----------------------------------------------------------------------------- evaluation
+def pool(normal: torch.Tensor, outliers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scores of a normal and an outlier test set as one vector, and its anomaly mask (outliers True)."""
+    is_anomaly = torch.cat([torch.zeros(len(normal), dtype=torch.bool), torch.ones(len(outliers), dtype=torch.bool)])
+    return torch.cat([normal, outliers]), is_anomaly
+
+
 def auroc(scores: torch.Tensor, is_anomaly: torch.Tensor) -> float:
     """Area under the ROC curve: anomalies are positives, a higher score means more anomalous."""
     from sklearn.metrics import roc_auc_score

@@ -186,7 +186,8 @@ def train_case(data: ImageData, setting: Setting, case_index: int, method: str, 
 
 @dataclass
 class CaseScores:
-    """A case's anomaly scores (name -> one per test image), the test labels and anomaly mask, the run."""
+    """A case's anomaly scores (name -> one per test image), the test labels and anomaly mask, the run
+    and the normal training data it was trained on (`train_emb` are its images' embeddings)."""
     scores: dict[str, torch.Tensor]
     y_test: torch.Tensor
     is_anomaly: torch.Tensor
@@ -194,6 +195,7 @@ class CaseScores:
     train_emb: torch.Tensor
     test_emb: torch.Tensor
     run: train.Trained
+    normal: ImageData
 
 
 def score_case(data: ImageData, setting: Setting, case_index: int, method: str, budget: Budget,
@@ -206,7 +208,7 @@ def score_case(data: ImageData, setting: Setting, case_index: int, method: str, 
               for kind, K in score_kinds(budget.ks).items()}
     anomalies = case_anomalies(setting, case_index)
     is_anomaly = torch.isin(data.y_test, torch.tensor(anomalies, dtype=data.y_test.dtype))
-    return CaseScores(scores, data.y_test, is_anomaly, anomalies, tr, te, run)
+    return CaseScores(scores, data.y_test, is_anomaly, anomalies, tr, te, run, normal)
 
 
 def class_means(scores: torch.Tensor, y: torch.Tensor, is_anomaly: torch.Tensor) -> list[float]:
@@ -337,6 +339,21 @@ def run(data_by_name: dict[str, ImageData], settings: list[Setting], methods: di
     return rows_of(read_results(path), settings, budget, methods, mixups)
 
 
+def run_budgets(data_by_name: dict[str, ImageData], grids: dict[str, tuple[list[Setting], Budget]],
+                methods: dict | None, csv_path: str | Path, mixups=(0.0,)) -> pd.DataFrame:
+    """`run` one grid per budget into one CSV (grids: label -> (settings, budget)); return all their rows.
+
+    Prints a line per grid: its number of networks and their mean training time.
+    """
+    parts = []
+    for label, (settings, budget) in grids.items():
+        part = run(data_by_name, settings, methods, budget, csv_path, mixups, progress=False)
+        nets = part[part["score"] == "min"]
+        print(f"{label}: {len(nets)} networks, {nets['train_seconds'].mean():.1f} s of training each")
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
 def rows_of(df: pd.DataFrame, settings: list[Setting], budget: Budget, methods: dict | None = None,
             mixups=(0.0,)) -> pd.DataFrame:
     """The rows of a results table that belong to this grid (settings, budget, methods, mixups, cases)."""
@@ -346,6 +363,11 @@ def rows_of(df: pd.DataFrame, settings: list[Setting], budget: Budget, methods: 
 
 
 # ----------------------------------------------------------------------------- summaries
+def setting_labels(df: pd.DataFrame) -> list[str]:
+    """Each row's setting as `Setting.label` writes it ("mnist k=5 cosine")."""
+    return [Setting(d, int(k), m).label for d, k, m in zip(df["dataset"], df["k"], df["metric"])]
+
+
 def summary(df: pd.DataFrame, score: str = "min") -> pd.DataFrame:
     """AUROC mean, std and number of cases per setting × method (× mixup and budget), for one score kind."""
     if score not in set(df["score"]):
@@ -367,7 +389,7 @@ def table(df: pd.DataFrame, score: str = "min", digits: int = 3) -> pd.DataFrame
     if s[setting + budget].drop_duplicates()[setting].duplicated().any():
         raise ValueError("the table mixes budgets (n_per_class, epochs, arch or seed) within one setting; "
                          "filter it to one budget first")
-    s["setting"] = [f"{d} k={k} {m}" for d, k, m in zip(s["dataset"], s["k"], s["metric"])]
+    s["setting"] = setting_labels(s)
     s["auroc"] = [f"{m:.{digits}f} ± {sd:.{digits}f}" for m, sd in zip(s["mean"], s["std"].fillna(0.0))]
     rows = ["method", "mixup"] if s["mixup"].nunique() > 1 else ["method"]
     out = s.pivot(index=rows if len(rows) > 1 else rows[0], columns="setting", values="auroc")

@@ -56,6 +56,18 @@ def record(echo: bool = True, **values) -> dict:
     return clean
 
 
+def results_csv(name: str, mode: str) -> Path:
+    """Where a notebook's result table goes, printed relative to the repository.
+
+    `results/<name>_<mode>.csv`, committed with the notebooks; smoke runs write into the cache folder.
+    """
+    from .data import cache_dir
+
+    path = (ROOT / "results" if mode != "smoke" else cache_dir()) / f"{name}_{mode}.csv"
+    print("results:", path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else path.name)
+    return path
+
+
 def accuracy_table(sets: list[tuple[str, str]], methods: dict[str, tuple[str, dict]], seeds: list[int],
                    n_train: int | None, n_test: int | None, epochs: int, seed: int = 0,
                    augment: int = 2):
