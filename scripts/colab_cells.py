@@ -40,7 +40,11 @@ if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", str(ROOT / "requirements-colab.txt")], check=True)
 else:
     here = pathlib.Path.cwd().resolve()
-    ROOT = next(p for p in [here, *here.parents] if (p / "utils" / "__init__.py").is_file())
+    ROOT = next((p for p in [here, *here.parents] if (p / "utils" / "__init__.py").is_file()), None)
+    if ROOT is None:
+        raise RuntimeError(f"this notebook needs the repository's utils/ package, but {{here}} is not inside a "
+                           f"clone of https://github.com/{repo}: open the notebook from the clone's notebooks/ "
+                           f"folder (git clone, then `make lab`), or use the Colab badge")
 sys.path.insert(0, str(ROOT))
 import utils
 assert pathlib.Path(utils.__file__).resolve().parent == ROOT / "utils", f"a different 'utils' was imported: {{utils.__file__}}"'''

@@ -4,8 +4,13 @@
     python scripts/run_notebooks.py --mode smoke    # seconds each: what the tests run
     python scripts/run_notebooks.py --mode cpu --inplace   # refresh the committed outputs
 
-Each notebook gets its `MODE` (and optionally `DATASET`) through its tagged parameters cell and
-records its headline numbers into `<out>/<notebook>.json`; `<out>/SUMMARY.md` gathers them.
+The parameters cell is left as it is: its `MODE = None` resolves to the runner's mode through
+`$DML_MODE` (a learner who sets MODE in that cell gets exactly that mode), so executed notebooks
+carry no injected cell. The mode, the `utils` code version and the run time are written into the
+executed notebook's metadata (`metadata.dml`); the tests check them. Progress bars are off
+(`DML_PROGRESS=0`) so outputs stay clean. Each notebook records its headline numbers into
+`<out>/<notebook>.json`; `<out>/SUMMARY.md` gathers them. `--dataset` is the one override that needs
+papermill's injected parameters cell, so it cannot be combined with `--inplace`.
 """
 from __future__ import annotations
 
@@ -27,11 +32,21 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
     return [p for p in found if not only or any(p.name.startswith(o) for o in only)]
 
 
-def clean_metadata(path: Path) -> None:
-    """Drop papermill's machine-specific metadata (absolute paths, timestamps) from an executed notebook."""
+def strip_injected(src: Path, dest: Path) -> None:
+    """Copy a notebook without papermill's injected-parameters cell (older runs left one behind)."""
+    nb = json.loads(src.read_text())
+    nb["cells"] = [c for c in nb["cells"] if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+    dest.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
+def clean_metadata(path: Path, run: dict | None = None) -> None:
+    """Drop papermill's machine-specific metadata (absolute paths, timestamps) from an executed notebook
+    and record how it was run (`metadata.dml`: mode, utils code version, seconds)."""
     nb = json.loads(path.read_text())
     nb["metadata"].pop("papermill", None)
     nb["metadata"].pop("widgets", None)
+    if run is not None:
+        nb["metadata"]["dml"] = run
     for cell in nb["cells"]:
         cell.get("metadata", {}).pop("papermill", None)
         cell.get("metadata", {}).pop("execution", None)
@@ -42,26 +57,32 @@ def execute(nb: Path, out: Path, mode: str, dataset: str | None, results: Path, 
     """Run one notebook; return a summary row."""
     import papermill as pm
 
-    params = {"MODE": mode}
-    if dataset:
-        params["DATASET"] = dataset
+    from utils.notebook import MODE_ENV, code_version
+
+    params = {"DATASET": dataset} if dataset else None
     results.unlink(missing_ok=True)
-    os.environ["DML_RESULTS"] = str(results)
+    source = out.with_name(f".{nb.stem}.source.ipynb")
+    strip_injected(nb, source)
+    env = {"DML_RESULTS": str(results), MODE_ENV: mode, "DML_PROGRESS": "0"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     t0 = time.perf_counter()
     row = {"notebook": nb.name, "mode": mode}
     try:
-        pm.execute_notebook(str(nb), str(out), parameters=params, cwd=str(NOTEBOOKS), kernel_name="python3",
+        pm.execute_notebook(str(source), str(out), parameters=params, cwd=str(NOTEBOOKS), kernel_name="python3",
                             progress_bar=False, execution_timeout=timeout)
         row["status"] = "ok"
     except Exception as e:  # papermill raises PapermillExecutionError with the failing cell
         row["status"] = "FAILED"
         row["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:300] if str(e).strip() else ''}"
     finally:
-        os.environ.pop("DML_RESULTS", None)
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+        source.unlink(missing_ok=True)
     row["seconds"] = round(time.perf_counter() - t0, 1)
     row["results"] = json.loads(results.read_text()) if results.is_file() else {}
     if out.is_file():
-        clean_metadata(out)
+        clean_metadata(out, {"mode": mode, "utils": code_version(), "seconds": row["seconds"]})
     return row
 
 
@@ -82,13 +103,16 @@ def main(argv: list[str] | None = None) -> int:
     from utils.notebook import MODES, resolve_mode
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mode", choices=MODES, default=None, help="default: full on a GPU, else cpu")
+    ap.add_argument("--mode", choices=MODES, default=None, help="default: gpu with CUDA, else cpu")
     ap.add_argument("--dataset", default=None, help="override every notebook's DATASET")
     ap.add_argument("--only", nargs="*", help="notebook number prefixes, e.g. 01 02")
     ap.add_argument("--out", default=None, help="folder for executed copies (default runs/<mode>)")
     ap.add_argument("--inplace", action="store_true", help="write the executed notebooks over notebooks/")
     ap.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
     args = ap.parse_args(argv)
+    if args.inplace and args.dataset:
+        ap.error("--dataset needs an injected parameters cell, which committed notebooks must not carry: "
+                 "run it without --inplace (into runs/)")
 
     mode = resolve_mode(args.mode)
     if os.environ.get("DML_DATA"):  # notebooks run inside notebooks/: make a relative root absolute

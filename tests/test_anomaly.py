@@ -89,6 +89,105 @@ def test_nearest_indices_and_distances():
     np.testing.assert_allclose(dist.numpy(), ref_d[:, 0], rtol=1e-4)
 
 
+def near_copies(tr: torch.Tensor, rows: list[int], seed: int = 5) -> torch.Tensor:
+    """Test rows just off the given train rows (their nearest neighbours by either metric)."""
+    return tr[rows] + 1e-3 * points(len(rows), d=tr.shape[1], seed=seed)
+
+
+def brute(tr: torch.Tensor, te: torch.Tensor, k: int | None, metric: str):
+    """scikit-learn's brute-force (distances, indices) of the k (None: all) nearest train rows."""
+    nn_ = NearestNeighbors(n_neighbors=k or len(tr), algorithm="brute", metric=metric).fit(tr.numpy())
+    return nn_.kneighbors(te.numpy())
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("k", [1, 3, None])
+@pytest.mark.parametrize("chunk", [7, anomaly.TRAIN_CHUNK])
+def test_blocked_knn_equals_sklearn_brute_force(metric, k, chunk, monkeypatch):
+    """50 train rows in chunks of 7 (the last holds one row, fewer than k): the running max / topk
+    merges across chunks and the index offsets of later chunks must give sklearn's answer."""
+    monkeypatch.setattr(anomaly, "TRAIN_CHUNK", chunk)
+    tr = points(50)
+    te = torch.cat([points(30, seed=1), near_copies(tr, [49, 0, 20, 48, 6, 7])])
+    ref_d, ref_i = brute(tr, te, k, metric)
+    for bs in (8, 2048):
+        got = anomaly.knn_distance(tr, te, k=k, metric=metric, bs=bs)
+        np.testing.assert_allclose(got.numpy(), ref_d.mean(1), rtol=1e-4, atol=1e-5)
+    if k == 1:
+        dist, idx = anomaly.nearest(tr, te, metric=metric, bs=8)
+        assert torch.equal(idx, torch.from_numpy(ref_i[:, 0]))
+        assert idx[30:].tolist() == [49, 0, 20, 48, 6, 7]
+        np.testing.assert_allclose(dist.numpy(), ref_d[:, 0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("k", [1, 3, None])
+def test_score_blocks_stay_within_bs_by_train_chunk(metric, k, monkeypatch):
+    """No matrix product is wider than TRAIN_CHUNK train rows or taller than bs test rows."""
+    monkeypatch.setattr(anomaly, "TRAIN_CHUNK", 7)
+    shapes = []
+    for name in ("mm", "addmm"):
+        real = getattr(torch, name)
+        monkeypatch.setattr(torch, name, lambda *a, real=real, **kw: shapes.append(tuple(
+            (out := real(*a, **kw)).shape)) or out)
+    tr, te = points(50), points(20, seed=1)
+    np.testing.assert_allclose(anomaly.knn_distance(tr, te, k=k, metric=metric, bs=8).numpy(),
+                               brute(tr, te, k, metric)[0].mean(1), rtol=1e-4, atol=1e-5)
+    if k is None and metric == "cosine":   # the mean of 1 − x·t is 1 − x·(mean t): no blocks at all
+        assert shapes == []
+    else:
+        assert len(shapes) == 3 * 8 and all(b <= 8 and c <= 7 for b, c in shapes)
+        assert max(c for _, c in shapes) == 7 and min(c for _, c in shapes) == 1   # 7 × 7 + 1
+
+
+def test_duplicates_are_at_exactly_zero(monkeypatch):
+    monkeypatch.setattr(anomaly, "TRAIN_CHUNK", 7)
+    tr = points(50)
+    tr[30] = tr[5]                                               # a duplicate inside the train set
+    te = tr[[5, 0, 13, 49]] * 1.0
+    zeros = torch.zeros(4)
+    assert torch.equal(anomaly.knn_distance(tr, te, k=1, metric="euclidean", bs=3), zeros)
+    assert torch.equal(anomaly.knn_distance(tr, te[:1], k=2, metric="euclidean"), zeros[:1])
+    dist, idx = anomaly.nearest(tr, te, metric="euclidean", bs=3)
+    assert torch.equal(dist, zeros) and idx[1:].tolist() == [0, 13, 49] and idx[0].item() in (5, 30)
+    cos = anomaly.knn_distance(points(200), points(200), k=1)   # 1 − x·x rounds to ±1 ulp: clamped at 0
+    assert cos.min() == 0 and cos.max() < 1e-6
+    ref_d, _ = brute(tr, te, 3, "euclidean")
+    np.testing.assert_allclose(anomaly.knn_distance(tr, te, k=3, metric="euclidean").numpy(), ref_d.mean(1),
+                               rtol=1e-5)
+
+
+def test_k1_is_a_running_max_without_topk(monkeypatch):
+    """k=1 (and nearest) reduce with a row-wise max; topk, the slower reduction, is for k > 1 only."""
+    monkeypatch.setattr(anomaly, "TRAIN_CHUNK", 7)
+    tr, te = points(50), points(20, seed=1)
+    refs = {m: brute(tr, te, 1, m) for m in ("cosine", "euclidean")}
+
+    def no_topk(*args, **kwargs):
+        raise AssertionError("topk called for k=1")
+
+    monkeypatch.setattr(torch, "topk", no_topk)
+    monkeypatch.setattr(torch.Tensor, "topk", no_topk)
+    for metric, (ref_d, ref_i) in refs.items():
+        np.testing.assert_allclose(anomaly.knn_distance(tr, te, k=1, metric=metric, bs=8).numpy(), ref_d[:, 0],
+                                   rtol=1e-4, atol=1e-5)
+        dist, idx = anomaly.nearest(tr, te, metric=metric, bs=8)
+        assert torch.equal(idx, torch.from_numpy(ref_i[:, 0]))
+    with pytest.raises(AssertionError, match="topk called"):     # the patch does catch a topk
+        anomaly.knn_distance(tr, te, k=3)
+
+
+def test_empty_test_sets_and_inputs_that_require_grad():
+    tr, te = points(30).requires_grad_(), points(5, seed=1).requires_grad_()
+    assert anomaly.knn_distance(tr, te[:0]).shape == (0,)
+    dist, idx = anomaly.nearest(tr, te[:0])
+    assert dist.shape == (0,) and idx.dtype == torch.long
+    for metric in ("cosine", "euclidean"):
+        got = anomaly.knn_distance(tr, te, k=2, metric=metric)
+        assert not got.requires_grad
+        np.testing.assert_allclose(got.numpy(), brute(tr.detach(), te.detach(), 2, metric)[0].mean(1), rtol=1e-4)
+
+
 def test_normalize_puts_the_normal_mean_at_one():
     scores = torch.rand(50, generator=torch.Generator().manual_seed(0)) + 0.5
     normal = torch.arange(50) < 30

@@ -76,6 +76,17 @@ def test_published_settings_and_budgets():
     assert list(benchmark.score_kinds(BUDGET.ks)) == KINDS
 
 
+def test_workload_counts_training_images_once_per_network(digits):
+    """Cosine and euclidean settings of one k share their networks; images = Σ cases of the normal
+    classes' (capped) counts × epochs × methods × mixups, keyed by the network kind."""
+    budget = replace(BUDGET, n_per_class=20, epochs=3, n_cases=2)
+    w = benchmark.workload({"digits": digits}, {s: budget for s in SETTINGS}, n_methods=6, n_mixups=2)
+    per_class = torch.bincount(digits.y_train, minlength=10).clamp_max(20)
+    expected = sum(int(per_class[benchmark.normal_classes(a)].sum()) for a in benchmark.cases(2, 2)) * 3 * 6 * 2
+    assert w == {"cnn-1x28x28": expected}
+    assert benchmark.BUDGETS["gpu"].n_cases == 10 and benchmark.BUDGETS["gpu"].arch_for("cifar10") == "cnn"
+
+
 @pytest.mark.parametrize("n", [1, 50, 100, 333, 500])
 def test_fixed_steps_gives_every_n_the_same_number_of_updates(n):
     base = benchmark.Budget(epochs=3, n_per_class=300, bs=32)
@@ -223,7 +234,9 @@ def test_run_budgets_concatenates_one_grid_per_budget(first, digits, tmp_path, m
     assert benchmark.setting_labels(df) == ["digits k=2 cosine"] * (len(first.df) // 2) + \
         ["digits k=2 euclidean"] * (len(first.df) // 4)
     n = len(losses.METHODS)
-    assert capsys.readouterr().out.splitlines()[0].startswith(f"cos: {2 * n} networks, ")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"b.csv: {2 * n} cells, {2 * n} reused from the file (same settings, data and code), 0 computed"
+    assert lines[1].startswith(f"cos: {2 * n} networks, ")
 
 
 # ----------------------------------------------------------------------------- resuming
@@ -262,6 +275,42 @@ def test_rerun_computes_nothing_and_resumes_exactly_the_missing_cell(first, digi
     assert csv.read_bytes().endswith(b"\n")
 
 
+
+CHANGED = {
+    "head hyperparameter": dict(methods={"ArcFace": ("arcface", {"m": 0.5})}),
+    "batch size": dict(budget=replace(BUDGET, bs=64)),
+    "embedding size": dict(budget=replace(BUDGET, emb_dim=32)),
+    "test images": dict(data="test"),
+    "code": dict(code=True),
+}
+
+
+@pytest.mark.parametrize("change", CHANGED)
+def test_any_change_that_produced_a_row_recomputes_it(first, digits, tmp_path, monkeypatch, change, capsys):
+    """Rows are reused only when everything that produced them is the same (not just the key columns)."""
+    monkeypatch.setenv("DML_CACHE", str(first.cache))
+    csv = tmp_path / "bench.csv"
+    shutil.copy(first.csv, csv)
+    how = CHANGED[change]
+    methods = how.get("methods", {"ArcFace": losses.METHODS["ArcFace"]})
+    budget, d = how.get("budget", BUDGET), digits
+    if how.get("data") == "test":
+        x = digits.x_test.clone()
+        x[0, 0, 14, 14] ^= 1
+        d = replace(digits, x_test=x)
+    if how.get("code"):
+        real = train.source_hash
+        monkeypatch.setattr(train, "source_hash", lambda names=train.TRAINING_CODE: real(names) + "x")
+    cells = counting(monkeypatch, benchmark, "run_case")
+    df = benchmark.run({"digits": d}, SETTINGS[:1], methods, budget, csv, progress=False)
+    assert len(cells) == budget.n_cases, change                   # every cell of the grid recomputed
+    assert "0 reused" in capsys.readouterr().out
+    assert len(df) == budget.n_cases * len(KINDS) and df["config"].nunique() == 1
+    assert df["config"].iloc[0] not in set(first.df["config"])
+    cells.clear()
+    benchmark.run({"digits": d}, SETTINGS[:1], methods, budget, csv, progress=False)
+    assert not cells and f"{budget.n_cases} reused" in capsys.readouterr().out
+
 # ----------------------------------------------------------------------------- every head parameter trained
 def frozen_head_parameters(digits, monkeypatch, methods=losses.METHODS) -> list[str]:
     """Train every method through the benchmark's own path (`train_case`, uncached); snapshot each head
@@ -269,10 +318,14 @@ def frozen_head_parameters(digits, monkeypatch, methods=losses.METHODS) -> list[
     seen = {}
     real_fit = train.fit
 
+    def state(head):  # the parameters, and the centers (a buffer that moves by its own rule)
+        return {n: p.detach().clone().cpu() for n, p in [*head.named_parameters(), *head.named_buffers()]
+                if n != "iteration" and (p.requires_grad or n == "centers")}
+
     def fit(model, head, *args, **kw):
-        before = {n: p.detach().clone() for n, p in head.named_parameters()}
+        before = state(head)
         out = real_fit(model, head, *args, **kw)
-        seen[head.name] = before, {n: p.detach().cpu() for n, p in head.named_parameters()}
+        seen[head.name] = before, state(head)
         return out
 
     monkeypatch.setattr(train, "fit", fit)
@@ -297,10 +350,7 @@ def test_every_head_parameter_moves_in_the_benchmarks_training(digits, monkeypat
     assert frozen_head_parameters(digits, monkeypatch) == []
 
 
-def test_the_check_catches_centers_left_out_of_the_optimizer(digits, monkeypatch):
-    def classifier_only(self, lr):
-        return [{"params": [self.weight, self.bias], "lr": lr}]
-
-    monkeypatch.setattr(losses.CenterLossHead, "param_groups", classifier_only)
+def test_the_check_catches_centers_that_never_move(digits, monkeypatch):
+    monkeypatch.setattr(losses.CenterLossHead, "step", lambda self: None)
     assert frozen_head_parameters(digits, monkeypatch, {"center loss": losses.METHODS["center loss"]}) \
         == ["center.centers"]

@@ -312,3 +312,236 @@ def test_changed_source_file_is_not_served_stale(mnist_root, writers, no_local_d
         os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))  # edit lands a tick later
     assert_matches(data.load("mnist", root=root, download=False), changed)
     assert len(list(isolated_env.glob("mnist-*.pt"))) == 2           # a new key, not an overwrite
+
+
+def _png(path, pixels, mode: str, palette: list[int] | None = None, mtime_bump: bool = False) -> None:
+    """Save `pixels` (a numpy array) as a PNG of PIL `mode` at `path` (creating folders); with
+    `mtime_bump`, make sure the file's mtime differs from the previous one even on a coarse clock."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    before = path.stat() if path.exists() else None
+    im = Image.fromarray(np.asarray(pixels)) if mode in ("I;16", "1") else Image.fromarray(np.asarray(pixels), mode)
+    if mode == "1":
+        im = im.convert("1")
+    if palette is not None:
+        im.putpalette(palette)
+    im.save(path)
+    if mtime_bump and before is not None and path.stat().st_mtime_ns <= before.st_mtime_ns:
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+
+
+def _split_folder(real, fill: int) -> None:
+    """`real/{train,test}/{a,b}/0.png`: 4×4 RGB images; class a is filled with `fill`, b with `fill + 1`."""
+    for split in ("train", "test"):
+        for k, cls in enumerate("ab"):
+            _png(real / split / cls / "0.png", np.full((4, 4, 3), fill + k, np.uint8), "RGB")
+
+
+def _symlinked_cifar_root(base, fill: int):
+    """`base/root/cifar10/{train,test}` are symlinks to `base/real/{train,test}`; returns (root, real)."""
+    real, root = base / "real", base / "root"
+    _split_folder(real, fill)
+    (root / "cifar10").mkdir(parents=True)
+    for split in ("train", "test"):
+        (root / "cifar10" / split).symlink_to(real / split, target_is_directory=True)
+    return root, real
+
+
+def test_cache_follows_symlinked_split_folders(tmp_path, no_local_data, isolated_env):
+    """An edited image behind symlinked train/ and test/ folders is decoded again, not served stale."""
+    root, real = _symlinked_cifar_root(tmp_path, fill=10)
+    d = data.load("cifar10", root=root, download=False)
+    assert d.x_train[0].unique().tolist() == [10]
+    _png(real / "train" / "a" / "0.png", np.full((4, 4, 3), 200, np.uint8), "RGB", mtime_bump=True)
+    d = data.load("cifar10", root=root, download=False)
+    assert d.x_train[0].unique().tolist() == [200] and d.x_train[1].unique().tolist() == [11]
+    assert len(list(isolated_env.glob("cifar10-*.pt"))) == 2         # a new key, not an overwrite
+
+
+def test_cache_keeps_roots_with_the_same_data_set_name_apart(tmp_path, no_local_data, isolated_env):
+    root1, _ = _symlinked_cifar_root(tmp_path / "one", fill=10)
+    root2, _ = _symlinked_cifar_root(tmp_path / "two", fill=50)
+    assert data.load("cifar10", root=root1, download=False).x_train[0].unique().tolist() == [10]
+    assert data.load("cifar10", root=root2, download=False).x_train[0].unique().tolist() == [50]
+    assert data.load("cifar10", root=root1, download=False).x_train[0].unique().tolist() == [10]
+
+
+def test_signature_survives_a_symlink_cycle(tmp_path):
+    real = tmp_path / "real"
+    _split_folder(real, fill=0)
+    (real / "train" / "loop").symlink_to(real, target_is_directory=True)     # train/loop -> its grandparent
+    assert [rel for rel, _ in data._files_under(real)] == ["test/a/0.png", "test/b/0.png",
+                                                          "train/a/0.png", "train/b/0.png"]   # each once
+    assert len(data._signature([real])) == 16
+
+
+# ----------------------------------------------------------------------------- atomic cache writes
+def test_atomic_save_round_trip_creates_parent_folders(tmp_path):
+    target = tmp_path / "a" / "b" / "t.pt"
+    data.atomic_save({"x": torch.arange(3)}, str(target))
+    assert torch.equal(torch.load(target, weights_only=True)["x"], torch.arange(3))
+    assert [p.name for p in target.parent.iterdir()] == ["t.pt"]           # no temporary file left
+
+
+def _failing_save(obj, f, *args, **kwargs):
+    """torch.save that writes a few bytes, then fails (disk full, killed, …)."""
+    if hasattr(f, "write"):
+        f.write(b"PK\x03\x04 partial")
+        f.flush()
+    else:
+        with open(f, "wb") as g:
+            g.write(b"PK\x03\x04 partial")
+    raise OSError("no space left on device")
+
+
+@pytest.mark.parametrize("old", [False, True])
+def test_atomic_save_failure_leaves_no_partial_file(tmp_path, monkeypatch, old):
+    target = tmp_path / "t.pt"
+    if old:
+        data.atomic_save(torch.ones(2), target)
+    monkeypatch.setattr(torch, "save", _failing_save)
+    with pytest.raises(OSError, match="no space"):
+        data.atomic_save(torch.zeros(5), target)
+    assert [p.name for p in tmp_path.iterdir()] == (["t.pt"] if old else [])
+    if old:                                                           # the old, complete file
+        assert torch.equal(torch.load(target, weights_only=True), torch.ones(2))
+
+
+def test_failed_cache_write_leaves_no_partial_cache(mnist_root, no_local_data, isolated_env, monkeypatch):
+    root, arrays = mnist_root
+    monkeypatch.setattr(torch, "save", _failing_save)
+    with pytest.raises(OSError, match="no space"):
+        data.load("mnist", root=root, download=False)
+    assert list(isolated_env.iterdir()) == []
+    monkeypatch.undo()
+    monkeypatch.setenv("DML_CACHE", str(isolated_env))
+    monkeypatch.setenv("DML_OFFLINE", "1")
+    assert_matches(data.load("mnist", root=root, download=False), arrays)
+
+
+# ----------------------------------------------------------------------------- image modes
+GRAY4 = [0, 0, 0, 85, 85, 85, 170, 170, 170, 255, 255, 255]        # a gray palette: index i -> 85·i
+COLOUR4 = [0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255]                # black, red, green, blue
+INDICES = np.array([[0, 1], [2, 3]], np.uint8)
+
+
+def _read(folder, **kw):
+    x, y, _ = data.read_image_folder(folder, **kw)
+    assert x.dtype == torch.uint8 and x.ndim == 4
+    return x
+
+
+def test_gray_palette_png_gives_gray_levels_not_indices(tmp_path):
+    _png(tmp_path / "f" / "a" / "0.png", INDICES, "P", palette=GRAY4)
+    x = _read(tmp_path / "f")
+    assert x.shape == (1, 1, 2, 2)
+    assert x[0, 0].tolist() == [[0, 85], [170, 255]]
+
+
+def test_colour_palette_png_gives_rgb(tmp_path):
+    _png(tmp_path / "f" / "a" / "0.png", INDICES, "P", palette=COLOUR4)
+    x = _read(tmp_path / "f")
+    assert x.shape == (1, 3, 2, 2)
+    assert x[0, :, 0, 1].tolist() == [255, 0, 0] and x[0, :, 1, 0].tolist() == [0, 255, 0]
+    assert x[0, :, 1, 1].tolist() == [0, 0, 255] and x[0, :, 0, 0].tolist() == [0, 0, 0]
+
+
+def test_16bit_png_is_scaled_not_clipped(tmp_path):
+    _png(tmp_path / "f" / "a" / "0.png", np.array([[0, 257], [128 * 257, 65535]], np.uint16), "I;16")
+    x = _read(tmp_path / "f")
+    assert x.shape == (1, 1, 2, 2)
+    assert x[0, 0].tolist() == [[0, 1], [128, 255]]
+
+
+def test_bilevel_png_gives_0_and_255(tmp_path):
+    _png(tmp_path / "f" / "a" / "0.png", np.array([[0, 255], [255, 0]], np.uint8), "1")
+    x = _read(tmp_path / "f")
+    assert x.shape == (1, 1, 2, 2)
+    assert x[0, 0].tolist() == [[0, 255], [255, 0]]
+
+
+def test_gray_alpha_png_is_composited_on_black(tmp_path):
+    la = np.array([[[200, 255], [200, 0]], [[100, 51], [255, 255]]], np.uint8)   # (gray, alpha) pairs
+    _png(tmp_path / "f" / "a" / "0.png", la, "LA")
+    x = _read(tmp_path / "f")
+    assert x.shape == (1, 1, 2, 2)
+    assert x[0, 0].tolist() == [[200, 0], [20, 255]]
+
+
+def test_rgba_png_is_composited_on_black(tmp_path):
+    rgba = np.zeros((1, 2, 4), np.uint8)
+    rgba[0, 0] = [200, 100, 50, 255]
+    rgba[0, 1] = [200, 100, 50, 51]                                   # alpha 0.2
+    _png(tmp_path / "f" / "a" / "0.png", rgba, "RGBA")
+    x = _read(tmp_path / "f")
+    assert x.shape == (1, 3, 1, 2)
+    assert x[0, :, 0, 0].tolist() == [200, 100, 50] and x[0, :, 0, 1].tolist() == [40, 20, 10]
+
+
+@pytest.mark.parametrize("size", [None, (2, 2)])
+def test_folder_mixing_palette_and_rgb_images(tmp_path, size):
+    _png(tmp_path / "f" / "a" / "0.png", INDICES, "P", palette=COLOUR4)
+    _png(tmp_path / "f" / "a" / "1.png", INDICES, "P", palette=GRAY4)     # a gray palette, in an RGB set
+    _png(tmp_path / "f" / "b" / "0.png", np.full((2, 2, 3), [1, 2, 3], np.uint8), "RGB")
+    x = _read(tmp_path / "f", size=size)
+    assert x.shape == (3, 3, 2, 2)
+    assert x[0, :, 0, 1].tolist() == [255, 0, 0]
+    assert x[1, :, 1, 0].tolist() == [170, 170, 170]                  # gray, replicated to 3 channels
+    assert x[2, :, 0, 0].tolist() == [1, 2, 3]
+
+
+def test_folder_mixing_gray_palette_and_gray_images_stays_gray(tmp_path):
+    _png(tmp_path / "f" / "a" / "0.png", INDICES, "P", palette=GRAY4)
+    _png(tmp_path / "f" / "b" / "0.png", np.full((2, 2), 7, np.uint8), "L")
+    _png(tmp_path / "f" / "b" / "1.png", np.array([[0, 65535], [0, 0]], np.uint16), "I;16")
+    x = _read(tmp_path / "f")
+    assert x.shape == (3, 1, 2, 2)
+    assert x[0, 0].tolist() == [[0, 85], [170, 255]] and x[1].unique().tolist() == [7]
+    assert x[2, 0].tolist() == [[0, 255], [0, 0]]
+
+
+def test_train_and_test_folders_agree_on_channels(tmp_path):
+    """A gray train/ and a test/ holding one colour image: both splits become RGB."""
+    for split in ("train", "test"):
+        _png(tmp_path / "s" / split / "a" / "0.png", np.full((3, 3), 9, np.uint8), "L")
+    _png(tmp_path / "s" / "test" / "a" / "1.png", np.full((3, 3, 3), [9, 8, 7], np.uint8), "RGB")
+    d = data.load(str(tmp_path / "s"))
+    assert d.x_train.shape == (1, 3, 3, 3) and d.x_test.shape == (2, 3, 3, 3)
+    assert d.x_train[0, :, 0, 0].tolist() == [9, 9, 9] and d.x_test[1, :, 0, 0].tolist() == [9, 8, 7]
+
+
+# ----------------------------------------------------------------------------- to_gray28 channels
+def test_to_gray28_drops_alpha_then_takes_luma():
+    x = torch.zeros(1, 4, 28, 28, dtype=torch.uint8)
+    x[:, 0] = 255                                                      # pure red …
+    x[:, 3] = 0                                                        # … fully transparent: alpha ignored
+    g = data.to_gray28(x)
+    assert g.shape == (1, 1, 28, 28) and g.unique().tolist() == [round(255 * 0.299)]
+
+
+def test_to_gray28_keeps_the_gray_of_gray_alpha():
+    x = torch.randint(0, 256, (2, 2, 28, 28), dtype=torch.uint8)
+    assert torch.equal(data.to_gray28(x), x[:, :1])
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 28, 28), (1, 0, 28, 28), (3, 28, 28)])
+def test_to_gray28_rejects_other_shapes(shape):
+    with pytest.raises(ValueError, match=r"to_gray28.*" + r"\D*".join(map(str, shape))):
+        data.to_gray28(torch.zeros(shape, dtype=torch.uint8))
+
+
+def test_32bit_and_float_images_share_one_scale_per_data_set(tmp_path):
+    """"I" images within 0..65535 are 16-bit content; wider ones full-range 32-bit; "F" 0..1 or 0..255."""
+    def stack(*images):
+        x, = data._stack_images([(tmp_path, list(images))], None)
+        assert x.dtype == torch.uint8 and x.shape[1] == 1
+        return x[:, 0, 0].tolist()
+
+    i16 = np.array([[0, 257, 65535]], np.int32)
+    assert stack((i16, "I")) == [[0, 1, 255]]
+    assert stack((i16, "I"), (np.array([[0, 0, 2**31 - 1]], np.int32), "I")) == [[0, 0, 0], [0, 0, 255]]
+    assert stack((np.array([[0, 0.5, 1]], np.float32), "F")) == [[0, 128, 255]]
+    assert stack((np.array([[0, 0.5, 200]], np.float32), "F")) == [[0, 0, 200]]
+    with pytest.raises(ValueError, match="re-save"):
+        stack((np.array([[-1, 0, 1]], np.float32), "F"))

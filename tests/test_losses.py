@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils import losses
+from utils import losses, train
 
 D, C, B = 8, 5, 16
 
@@ -132,7 +132,8 @@ def test_learnable_alpha_is_a_parameter_with_a_gradient(batch):
     x, y = batch
     head = losses.make("l2softmax", emb_dim=D, n_classes=C, alpha=3.0, learn_alpha=True)
     assert isinstance(head.alpha, nn.Parameter) and float(head.alpha.detach()) == 3.0
-    assert any(p is head.alpha for g in head.param_groups(1e-3) for p in g["params"])
+    groups = train.param_groups(nn.Linear(2, 2), head, 1e-3, 1e-2)
+    assert [g["weight_decay"] for g in groups if any(p is head.alpha for p in g["params"])] == [0.0]
     head(x, y).backward()
     assert head.alpha.grad is not None and torch.isfinite(head.alpha.grad) and head.alpha.grad != 0
     with warnings.catch_warnings():

@@ -130,8 +130,8 @@ def test_center_loss_hand_formula():
         assert torch.allclose(head.logits(x), logits, atol=1e-5)
 
 
-def test_center_loss_gradients():
-    """∂L/∂x_i = ∂CE/∂x_i + λ(x_i − c_{y_i})/B and ∂L/∂c_j = λ Σ_{y_i=j} (c_j − x_i)/B."""
+def test_center_loss_gradient_wrt_embeddings():
+    """∂L/∂x_i = ∂CE/∂x_i + λ(x_i − c_{y_i})/B; the centers are no parameter and get no gradient."""
     torch.manual_seed(0)
     head = losses.make("center", emb_dim=D, n_classes=C, lam=0.5)
     with torch.no_grad():
@@ -139,18 +139,58 @@ def test_center_loss_gradients():
     x, y = torch.randn(B, D, requires_grad=True), torch.randint(0, C, (B,))
     head(x, y).backward()
     assert torch.allclose(x.grad, 0.5 * (x - head.centers[y]).detach() / B, atol=1e-6)
-    expected = torch.zeros(C, D).index_add_(0, y, 0.5 * (head.centers[y] - x).detach() / B)
-    assert torch.allclose(head.centers.grad, expected, atol=1e-6)
+    assert "centers" not in dict(head.named_parameters()) and "centers" in dict(head.named_buffers())
 
 
-def test_center_param_groups_give_centers_their_own_rate_and_no_decay():
-    head = losses.make("center", emb_dim=D, n_classes=C, alpha=0.2)
-    groups = train.param_groups(torch.nn.Linear(2, 2), head, lr=1e-3, wd=0.1)
-    centers = [gr for gr in groups if any(p is head.centers for p in gr["params"])]
-    assert len(centers) == 1 and len(centers[0]["params"]) == 1
-    assert centers[0]["lr"] == 0.2 and centers[0]["weight_decay"] == 0.0
-    others = {id(p) for gr in groups if gr is not centers[0] for p in gr["params"]}
-    assert {id(head.weight), id(head.bias)} <= others and id(head.centers) not in others
+def test_center_update_is_wen_et_al_algorithm_1():
+    """c_j ← c_j − α Σ_{y_i=j}(c_j − x_i)/(1 + n_j), by hand, once per step, from the batch before the step."""
+    head = losses.make("center", emb_dim=2, n_classes=3, alpha=0.5).train()
+    with torch.no_grad():
+        head.centers.copy_(torch.tensor([[1.0, 1.0], [0.0, 0.0], [5.0, -5.0]]))
+    x = torch.tensor([[3.0, 1.0], [1.0, 3.0], [2.0, 2.0]], requires_grad=True)
+    y = torch.tensor([0, 0, 1])                                   # class 2 absent: stays put
+    head(x, y).backward()
+    head.step()
+    # class 0: n=2, Σ(c − x) = (1−3 + 1−1, 1−1 + 1−3) = (−2, −2) → c − 0.5·(−2, −2)/3
+    # class 1: n=1, Σ(c − x) = (−2, −2) → c − 0.5·(−2, −2)/2
+    expected = torch.tensor([[1 + 1 / 3, 1 + 1 / 3], [0.5, 0.5], [5.0, -5.0]])
+    assert torch.allclose(head.centers, expected, atol=1e-6)
+    head.step()                                                   # no new batch: no second update
+    assert torch.allclose(head.centers, expected, atol=1e-6)
+    head.eval()
+    with torch.no_grad():
+        head(x, y)
+    head.step()                                                   # evaluation never moves the centers
+    assert torch.allclose(head.centers, expected, atol=1e-6)
+
+
+def test_center_update_does_not_depend_on_the_embedding_scale():
+    """α is a fraction of the way to the batch mean: ×10 embeddings lag their means by the same fraction."""
+    lags = []
+    for scale in (1.0, 10.0):
+        torch.manual_seed(0)
+        head = losses.make("center", emb_dim=4, n_classes=2, alpha=0.5).train()
+        means = scale * torch.tensor([[1.0, 2.0, 3.0, 4.0], [-4.0, 0.0, 1.0, 2.0]])
+        for _ in range(20):
+            y = torch.arange(16) % 2
+            head(means[y] + 0.01 * scale * torch.randn(16, 4), y)
+            head.step()
+        lags.append(((head.centers - means).norm(dim=1) / means.norm(dim=1)).max().item())
+    assert lags[0] < 0.01 and lags[1] < 0.01
+
+
+@pytest.mark.parametrize("name,hp", [(n, {}) for n in losses.NAMES] + [("l2softmax", {"learn_alpha": True})])
+def test_weight_decay_by_parameter_same_rule_for_every_head(name, hp):
+    """Matrices (conv kernels, the embedding layer, class weights) are decayed; biases, BN scales and α not."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.Flatten(),
+                                torch.nn.Linear(8, D))
+    head = losses.make(name, emb_dim=D, n_classes=C, **hp)
+    groups = train.param_groups(model, head, lr=1e-3, wd=0.1)
+    decay = {id(p) for g in groups if g["weight_decay"] == 0.1 for p in g["params"]}
+    plain = {id(p) for g in groups if g["weight_decay"] == 0.0 for p in g["params"]}
+    for n, p in [*model.named_parameters(), *head.named_parameters()]:
+        assert (id(p) in decay) == (p.ndim > 1) and (id(p) in plain) == (p.ndim <= 1), n
+    assert id(head.weight) in decay
 
 
 # ----------------------------------------------------------------------------- every head
@@ -172,6 +212,8 @@ def test_one_fit_step_changes_every_head_parameter(name):
         assert not torch.equal(before[n], p.detach()), f"{name}.{n} did not change"
     if name == "sphereface":
         assert int(head.iteration) == 1
+    if name == "center":
+        assert head.centers.abs().sum() > 0                       # moved from 0 by the center update
 
 
 @pytest.mark.parametrize("name", losses.NAMES)
@@ -219,21 +261,48 @@ def test_low_precision_inputs_give_finite_losses(name, dtype):
 
 
 # ----------------------------------------------------------------------------- sphereface
-def test_sphereface_lambda_schedule():
-    head = losses.make("sphereface", emb_dim=D, n_classes=C)   # official: 1000, 0.12, 1, 5
+def test_sphereface_official_lambda_schedule():
+    head = losses.make("sphereface", emb_dim=D, n_classes=C, schedule="official")   # 1000, 0.12, 1, 5
     head.train()
+    head.begin(100)                                           # the official schedule ignores the run's length
+    assert math.isclose(head.current_lambda().item(), 1000 / 1.12, rel_tol=1e-6)    # 892.9: iter counts from 1
     for it in range(3000):
-        if it in (0, 1, 10, 100, 1000, 1657, 1659, 2999):
-            expected = max(5.0, 1000 * (1 + 0.12 * it) ** -1)
+        if it in (0, 1, 10, 100, 1000, 1656, 1658, 2999):
+            expected = max(5.0, 1000 * (1 + 0.12 * (it + 1)) ** -1)
             assert math.isclose(head.current_lambda().item(), expected, rel_tol=1e-5), it
         head.step()
     head.eval()
     head.step()                                               # eval mode: the counter stays
     assert int(head.iteration) == 3000 and head.current_lambda().item() == 5.0
     other = losses.make("sphereface", emb_dim=D, n_classes=C, lambda_base=100, gamma=0.5,
-                        power=2, lambda_min=0.0)
+                        power=2, lambda_min=0.0, schedule="official")
     other.iteration.fill_(7)
-    assert math.isclose(other.current_lambda().item(), 100 * (1 + 0.5 * 7) ** -2, rel_tol=1e-5)
+    assert math.isclose(other.current_lambda().item(), 100 * (1 + 0.5 * 8) ** -2, rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("total", [40, 96, 200, 28000])
+def test_sphereface_fraction_schedule_reaches_its_floor_at_the_same_fraction(total):
+    head = losses.make("sphereface", emb_dim=D, n_classes=C, floor_at=0.5).train()
+    head.begin(total)
+    lams = []
+    for _ in range(total):
+        lams.append(head.current_lambda().item())
+        head.step()
+    assert lams[0] > 50 and lams[-1] == 5.0
+    assert math.isclose(lams[total // 2 - 1], 5.0, rel_tol=1e-4)     # step total/2 (1-based) is the first at the floor
+    assert lams[total // 2 - 2] > 5.0 and all(a >= b for a, b in zip(lams, lams[1:]))
+
+
+def test_sphereface_margin_arrives_in_a_short_fit():
+    """In a 40-step run through `fit`, λ reaches λ_min = 5 (the official per-step γ would still be at 172)."""
+    model = models.SmallCNN(in_channels=1, emb_dim=8, width=4)
+    x, y = torch.randint(0, 256, (40 * 4, 1, 8, 8), dtype=torch.uint8), torch.arange(160) % 3
+    head = losses.make("sphereface", emb_dim=8, n_classes=3)
+    train.fit(model, head, x, y, epochs=1, bs=4, progress=False, device="cpu")
+    assert int(head.iteration) == 40 and head.current_lambda().item() == 5.0
+    official = losses.make("sphereface", emb_dim=8, n_classes=3, schedule="official")
+    official.iteration.fill_(40)
+    assert official.current_lambda().item() > 150
     plain = losses.make("sphereface", emb_dim=D, n_classes=C, lambda_base=0, lambda_min=0)
     for _ in range(5):
         assert plain.current_lambda().item() == 0.0
@@ -248,7 +317,7 @@ def test_sphereface_target_logit_formula(lambdas):
     with torch.no_grad():
         head.weight.copy_(torch.tensor([[2.0, 0.0], [0.0, 1.0]]))   # class 0 along the x axis
     head.iteration.fill_(10)
-    lam = max(lambda_min, lambda_base / (1 + 0.12 * 10))
+    lam = max(lambda_min, lambda_base / (1 + 0.12 * 11))          # the 11th step
     r = 3.0
     for theta, k in [(0.3, 0), (1.0, 1), (2.0, 2), (3.0, 3)]:
         x = r * torch.tensor([[math.cos(theta), math.sin(theta)]])

@@ -123,6 +123,22 @@ def test_08_few_shot_curves_mixup_and_mean_of_k(smoke):
 
 
 # ------------------------------------------------------------------ the committed notebooks
+def _nb(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _outputs_text(cell: dict) -> str:
+    """Everything a code cell shows as text: streams, plain text, HTML and markdown of its outputs."""
+    parts = []
+    for o in cell.get("outputs", []):
+        if o["output_type"] == "stream":
+            parts.append("".join(o["text"]))
+        for mime in ("text/plain", "text/html", "text/markdown"):
+            if mime in o.get("data", {}):
+                parts.append("".join(o["data"][mime]))
+    return "\n".join(parts)
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_committed_notebook_is_one_clean_cpu_run(path):
     text = path.read_text()
@@ -132,24 +148,147 @@ def test_committed_notebook_is_one_clean_cpu_run(path):
     assert counts == list(range(1, len(code) + 1)), "not one fresh top-to-bottom run"
     assert all(o["output_type"] != "error" for c in code for o in c["outputs"])
     assert "widgets" not in nb["metadata"]
-    injected = [c for c in code if "injected-parameters" in c["metadata"].get("tags", [])]
-    assert injected and 'MODE = "cpu"' in "".join(injected[0]["source"]), "outputs must come from cpu mode"
+    assert not [c for c in code if "injected-parameters" in c["metadata"].get("tags", [])], \
+        "an injected cell would override the mode a learner sets"
+    assert nb["metadata"].get("dml", {}).get("mode") == "cpu", "outputs must come from a cpu run (metadata.dml)"
+    assert "MODE 'cpu'" in _outputs_text(code[2]), "the banner must say the run was in cpu mode"
     assert len(text) < 5_000_000
     for pattern in (r"/work/", r"/home/", r"/root/", r"/tmp/", r"/Users/"):
         assert not re.search(pattern, text), f"machine path {pattern} in {path.name}"
     assert "TAKEAWAY" not in text
+    assert "progress-bar" not in text and "<progress" not in text, "leftover progress-bar HTML"
+
+
+def test_committed_notebooks_come_from_one_code_version():
+    versions = {p.name: _nb(p)["metadata"].get("dml", {}).get("utils") for p in NOTEBOOKS}
+    assert None not in versions.values() and len(set(versions.values())) == 1, versions
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_shape(path):
-    """Badge, Colab set-up cell, one tagged parameters cell with DATASET and MODE."""
-    nb = json.loads(path.read_text())
+    """Badge, Colab set-up cell, one tagged parameters cell with DATASET and MODE, References at the end."""
+    nb = _nb(path)
     tags = [c["metadata"].get("tags", []) for c in nb["cells"]]
     params = [c for c, t in zip(nb["cells"], tags) if "parameters" in t]
     assert len(params) == 1
     src = "".join(params[0]["source"])
     assert re.search(r"^DATASET = ", src, re.M) and re.search(r"^MODE = None", src, re.M)
     assert "colab-setup" in tags[1]
+    last = nb["cells"][-1]
+    refs = "".join(last["source"])
+    assert last["cell_type"] == "markdown" and refs.startswith("## References"), "end with a References cell"
+    assert len(re.findall(r"https?://(?:arxiv\.org|doi\.org|qiita\.com|github\.com|proceedings|papers|openaccess|jmlr|www\.)", refs)) >= 2
+
+
+def _resolve_source(nb: dict, mode: str) -> str:
+    """The parameters cell with MODE set to `mode`, then the next code cell up to its resolve_mode line."""
+    cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    i = next(i for i, c in enumerate(cells) if "parameters" in c["metadata"].get("tags", []))
+    params = re.sub(r"^MODE = .*$", f"MODE = {mode!r}", "".join(cells[i]["source"]), count=1, flags=re.M)
+    lines = "".join(cells[i + 1]["source"]).splitlines()
+    upto = next(j for j, line in enumerate(lines) if line.startswith("MODE = NB.resolve_mode(MODE)"))
+    return params + "\n" + "\n".join(lines[:upto + 1])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_the_mode_set_in_the_parameters_cell_is_the_mode_that_runs(path, monkeypatch):
+    """Edit the committed notebook's parameters cell to each mode: that mode is what it resolves to, even
+    when a runner's $DML_MODE says otherwise; None falls back to $DML_MODE, then to the device."""
+    import sys
+
+    monkeypatch.syspath_prepend(str(ROOT))
+    nb = _nb(path)
+    from utils import notebook as NB
+
+    for mode in NB.MODES:
+        monkeypatch.setenv("DML_MODE", "full" if mode != "full" else "smoke")
+        scope: dict = {}
+        exec(_resolve_source(nb, mode), scope)
+        assert scope["MODE"] == mode
+    monkeypatch.setenv("DML_MODE", "smoke")
+    scope = {}
+    exec(_resolve_source(nb, None), scope)
+    assert scope["MODE"] == "smoke"
+    monkeypatch.delenv("DML_MODE")
+    monkeypatch.setattr(sys.modules["torch"].cuda, "is_available", lambda: True)
+    scope = {}
+    exec(_resolve_source(nb, None), scope)
+    assert scope["MODE"] == "gpu"
+
+
+def test_a_learner_s_mode_runs_even_under_a_runner(tmp_path, monkeypatch):
+    """Execute notebook 01 with MODE = "smoke" written into its parameters cell while $DML_MODE says cpu:
+    it runs (and records) smoke."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(NOTEBOOKS[0], as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    cell.source = re.sub(r"^MODE = .*$", 'MODE = "smoke"', cell.source, count=1, flags=re.M)
+    monkeypatch.setenv("DML_MODE", "cpu")
+    monkeypatch.setenv("DML_RESULTS", str(tmp_path / "r.json"))
+    monkeypatch.setenv("DML_PROGRESS", "0")
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    assert json.loads((tmp_path / "r.json").read_text())["mode"] == "smoke"
+
+
+# ------------------------------------------------------------------ prose that matches the outputs
+NUMBER = re.compile(r"(?<![\w.\-−/^])[−-]?\d{1,3}(?:,\d{3})*\.\d+(?:\s?%)?|(?<![\w.\-−/^])[−-]?\d+(?:\s?%)")
+
+
+def _strip_unmeasured(md: str) -> str:
+    """Markdown without what is not a measurement: math, code spans, links' targets, and the published
+    figures the notebooks print beside their own (a "published" cell tag or marker is not needed: those
+    tables are outputs too)."""
+    md = re.sub(r"\$\$.*?\$\$", " ", md, flags=re.S)
+    md = re.sub(r"\$[^$]*\$", " ", md)
+    md = re.sub(r"`[^`]*`", " ", md)
+    md = re.sub(r"\]\([^)]*\)", "]", md)
+    md = re.sub(r"https?://\S+", " ", md)
+    return md
+
+
+def _values(text: str) -> list[tuple[float, int, bool]]:
+    """(value, decimals, is_percent) of every decimal or percentage in `text`."""
+    out = []
+    for m in NUMBER.finditer(text):
+        tok = m.group(0).replace("−", "-").replace(",", "")
+        pct = tok.endswith("%")
+        tok = tok.rstrip("%").strip()
+        dec = len(tok.split(".")[1]) if "." in tok else 0
+        out.append((float(tok), dec, pct))
+    return out
+
+
+def _shown(value: float, dec: int, pct: bool, outputs: list[float]) -> bool:
+    """Is `value` (as quoted, with `dec` decimals) one of the outputs' numbers, allowing rounding and
+    the fraction/percent change of scale?"""
+    tol = 0.5 * 10 ** -dec + 1e-9
+    scales = (1, 100, 0.01) if pct or dec else (1, 100)
+    return any(abs(abs(value) - abs(o) * s) <= tol for o in outputs for s in scales)
+
+
+def _output_numbers(nb: dict) -> list[float]:
+    text = "\n".join(_outputs_text(c) for c in nb["cells"] if c["cell_type"] == "code")
+    return [float(t.replace(",", "")) for t in re.findall(r"[−-]?\d[\d,]*\.?\d*(?:e[−+-]?\d+)?", text.replace("−", "-"))
+            if re.fullmatch(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:e[+-]?\d+)?", t)]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_number_in_the_prose_is_in_the_outputs(path):
+    """Decimals and percentages quoted in markdown after the first code cell appear among the notebook's
+    own outputs (to the quoted precision), so the prose cannot drift from a re-run."""
+    nb = _nb(path)
+    outputs = _output_numbers(nb)
+    first_code = next(i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code")
+    missing = []
+    for c in nb["cells"][first_code + 1:]:
+        if c["cell_type"] != "markdown" or "".join(c["source"]).startswith("## References"):
+            continue
+        for value, dec, pct in _values(_strip_unmeasured("".join(c["source"]))):
+            if not _shown(value, dec, pct, outputs):
+                missing.append(f"{value}{'%' if pct else ''}")
+    assert not missing, f"{path.name}: numbers in the prose that no output shows: {missing}"
 
 
 def test_colab_cells_derive_from_one_place():

@@ -64,3 +64,72 @@ def test_norm_plots():
 def test_lr_find_plot_is_log_x():
     fig = plot.lr_find(pd.DataFrame({"lr": [1e-4, 1e-3, 1e-2], "loss": [2.0, 1.0, 3.0]}))
     assert fig.axes[0].get_xscale() == "log"
+
+
+def test_image_grid_one_colormap_and_range_for_all_gray_images():
+    dark, bright = torch.full((1, 8, 8), 0.1), torch.full((1, 8, 8), 0.9)
+    fig = plot.image_grid(torch.stack([dark, bright]), ncols=2)
+    (a,), (b,) = fig.axes[0].images, fig.axes[1].images
+    assert a.get_cmap().name == b.get_cmap().name == "gray"     # white digits on black, for every image
+    assert a.get_clim() == b.get_clim() == (0, 1)               # so the dark image stays darker
+    fig = plot.image_grid(torch.stack([dark, bright]).mul(255).to(torch.uint8), ncols=2, cmap="gray_r")
+    assert {ax.images[0].get_cmap().name for ax in fig.axes} == {"gray_r"}
+    assert fig.axes[0].images[0].get_array().max() < 0.5 < fig.axes[1].images[0].get_array().min()
+
+
+def roc_inputs(n_normal=500, n_anomalies=50):
+    g = torch.Generator().manual_seed(0)
+    lab = torch.arange(n_normal + n_anomalies) >= n_normal
+    return torch.rand(len(lab), generator=g) + lab.float(), lab
+
+
+def test_roc_curves_log_fpr_axis_and_marker():
+    s, lab = roc_inputs()
+    ax = plot.roc_curves({"kNN": (s, lab)}).axes[0]
+    assert ax.get_xscale() == "linear" and ax.get_xlim() == (0, 1)
+    assert len(ax.lines) == 2                                   # the curve and the chance diagonal
+
+    ax = plot.roc_curves({"kNN": (s, lab), "perfect": (lab.float(), lab)}, log_fpr=True, mark_fpr=0.01).axes[0]
+    assert ax.get_xscale() == "log"
+    assert ax.get_xlim() == pytest.approx((1 / 500, 1))        # 1 / number of negatives, above 1e-4
+    chance = ax.lines[2]                                        # curves first, then chance, then the marker
+    assert chance.get_linestyle() == "--" and len(chance.get_xdata()) > 2  # a curve, not a 2-point line
+    assert min(chance.get_xdata()) == pytest.approx(1 / 500)
+    assert all(min(line.get_xdata()) >= 1 / 500 for line in ax.lines[:2])  # FPR 0 drawn at the left edge
+    marker = ax.lines[3]
+    assert marker.get_linestyle() == ":" and list(marker.get_xdata()) == [0.01, 0.01]
+    assert [t.get_text() for t in ax.get_legend().get_texts()][-1] == "1 % FPR"
+
+    s, lab = roc_inputs(n_normal=50_000, n_anomalies=10)
+    ax = plot.roc_curves({"kNN": (s, lab)}, log_fpr=True).axes[0]
+    assert ax.get_xlim() == pytest.approx((1e-4, 1))           # never below 1e-4
+    assert not [t for t in ax.get_legend().get_texts() if "FPR" in t.get_text()]  # no marker unless asked
+
+
+def blob_features(d, n_per=30):
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(3).repeat_interleave(n_per)
+    return torch.randn(len(y), d, generator=g) * 0.1 + torch.eye(3)[y][:, :d] * 3, y
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_features_legend_names_each_class_once(d):
+    emb, y = blob_features(d)
+    ax = plot.features(emb, y, ["zero", "one", "two"], normalize=d == 3)
+    leg = ax.get_legend()
+    assert [t.get_text() for t in leg.get_texts()] == ["zero", "one", "two"]
+    assert all(h.get_alpha() == 1 for h in leg.legend_handles)           # opaque markers
+    assert leg.markerscale >= 3                                           # enlarged from s=3
+    assert plot.features(emb, y, ["zero", "one", "two"], legend=False).get_legend() is None
+
+
+def test_scatter_classes_and_projection_legend():
+    emb, y = blob_features(2)
+    fig, (ax0, ax1) = plt.subplots(1, 2)
+    plot._scatter_classes(ax0, emb.numpy(), y, ["a", "b", "c"])
+    assert ax0.get_legend() is None                                       # off by default (grids share one)
+    plot._scatter_classes(ax1, emb.numpy(), y, ["a", "b", "c"], legend=True)
+    assert [t.get_text() for t in ax1.get_legend().get_texts()] == ["a", "b", "c"]
+    fig = plot.projection(emb.numpy(), y, ["a", "b", "c"])
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["a", "b", "c"]
+    assert plot.projection(emb.numpy(), y, ["a", "b", "c"], legend=False).axes[0].get_legend() is None

@@ -308,3 +308,79 @@ def test_lr_find_increasing_lr_and_model_untouched(tiny_digits):
     assert df["lr"].iloc[0] == pytest.approx(1e-4) and (df["lr"].diff().dropna() > 0).all()
     assert df["loss"].notna().all()
     assert same_state(before, state(model, head))
+
+
+# ----------------------------------------------------------------------------- precision, schedule, metrics
+@pytest.mark.parametrize("device,capability,expected", [
+    ("cpu", None, (None, False)),
+    ("cuda", (7, 5), (torch.float16, True)),     # T4 (free Colab): no native bf16 -> fp16 + gradient scaler
+    ("cuda", (7, 0), (torch.float16, True)),     # V100
+    ("cuda", (8, 0), (torch.bfloat16, False)),   # A100
+    ("cuda", (9, 0), (torch.bfloat16, False)),   # H100
+])
+def test_precision_is_chosen_from_the_device(device, capability, expected):
+    assert train.choose_precision(device, capability) == expected
+
+
+def test_one_cycle_moves_momentum_and_history_shows_the_rate_used(tiny_digits):
+    """β1 follows fastai's one-cycle (0.95 → 0.85 → 0.95); the `lr` column is the epoch's last step's rate."""
+    model, head = tiny_net(), losses.make("softmax", emb_dim=8, n_classes=10)
+    betas, lrs = [], []
+    real_step = torch.optim.AdamW.step
+
+    def step(self, *a, **kw):
+        betas.append(self.param_groups[0]["betas"][0]), lrs.append(self.param_groups[0]["lr"])
+        return real_step(self, *a, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.optim.AdamW, "step", step)
+        hist = train.fit(model, head, tiny_digits.x_train, tiny_digits.y_train, epochs=4, bs=10,
+                         progress=False, device="cpu")
+    steps = len(lrs) // 4
+    assert betas[0] == pytest.approx(0.95) and min(betas) == pytest.approx(0.85, abs=1e-3)
+    assert hist["lr"].tolist() == pytest.approx([lrs[(e + 1) * steps - 1] for e in range(4)])
+
+
+def test_evaluate_reports_the_plain_cross_entropy_without_margin():
+    """Identical, perfectly classified embeddings: the margin-laden loss grows with m, the plain CE does not."""
+    x = torch.eye(3).repeat(4, 1) * 5
+    y = torch.arange(3).repeat(4)
+    out = {}
+    for m in (0.3, 1.2):
+        head = losses.make("arcface", emb_dim=3, n_classes=3, s=16, m=m)
+        with torch.no_grad():
+            head.weight.copy_(torch.eye(3))
+        out[m] = train.evaluate(torch.nn.Identity(), head, x, y, device="cpu")
+    assert out[0.3]["test_acc"] == out[1.2]["test_acc"] == 1.0
+    assert out[1.2]["test_loss"] > 100 * out[0.3]["test_loss"]
+    assert out[0.3]["test_ce"] == pytest.approx(out[1.2]["test_ce"]) and out[0.3]["test_ce"] < 1e-5
+
+
+@pytest.mark.parametrize("name", losses.NAMES)
+def test_every_head_computes_float32_logits_under_autocast(name):
+    torch.manual_seed(0)
+    head = losses.make(name, emb_dim=8, n_classes=3)
+    x = torch.randn(6, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert head.logits(x).dtype == torch.float32
+        assert head.logits(x).allclose(head.logits(x.float()))
+
+
+def test_train_cache_is_written_atomically(tiny_digits, isolated_env, monkeypatch):
+    """A save that dies half-way leaves no model file that a later call would load."""
+    real_save = torch.save
+
+    def dying_save(obj, f, *a, **kw):
+        if hasattr(f, "write"):
+            f.write(b"half a model")
+        else:
+            with open(f, "wb") as fh:
+                fh.write(b"half a model")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        train.train(tiny_digits, "softmax", **TRAIN_KW)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert not list((isolated_env / "models").glob("*.pt"))
+    assert not train.train(tiny_digits, "softmax", **TRAIN_KW).from_cache

@@ -13,16 +13,22 @@ the AUROC.
     summary(res)
 
 `run` appends every finished (setting, case, method, mixup) cell to the CSV at once and skips the
-cells already there, so an interrupted run continues where it stopped. Training and embeddings are
+cells already there, so an interrupted run continues where it stopped. A cell's identity includes a
+`config` hash of everything that produced it — the whole budget (batch size, embedding size, K values
+…), the head and its hyperparameters, the data's content (training and test images) and the source
+of the code that trains and scores — so a changed setting or a code change recomputes instead of
+showing old numbers. Training and embeddings are
 cached on disk (`utils.train.train`, `utils.embed.embeddings`), so the cosine and euclidean settings
 of the same k train each network once.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import numbers
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -32,7 +38,9 @@ from . import anomaly, embed, losses, train
 from .data import ImageData
 
 N_CLASSES = 10
-KEY = ["dataset", "k", "metric", "case", "method", "mixup", "n_per_class", "epochs", "arch", "seed"]
+KEY = ["dataset", "k", "metric", "case", "method", "mixup", "n_per_class", "epochs", "arch", "seed", "config"]
+# the modules whose source a result depends on (a change there recomputes every cell)
+CODE = ("models.py", "losses.py", "train.py", "embed.py", "anomaly.py", "benchmark.py")
 COLUMNS = (KEY[:4] + ["anomaly_classes"] + KEY[4:] + ["score", "auroc"]
            + [f"norm_dist_{c}" for c in range(N_CLASSES)] + ["train_seconds", "from_cache"])
 
@@ -84,13 +92,13 @@ class Budget:
 
     `ks`: the K of the "mean of the K nearest" scores (1 is the nearest, "min"; None is all of them);
     a K above the number of training images is capped at it. `n_per_class` None = all training images.
-    Only epochs, n_per_class, arch and seed are part of a cell's identity in the CSV: change bs,
-    emb_dim, arch_kw or the test images and write to a new CSV (cells lacking one of the ks are
-    recomputed).
+    Every field but n_cases and ks (which say which cells and rows exist, not what is in them) is part
+    of a cell's identity in the CSV through its `config` hash; epochs, n_per_class, arch and seed also
+    have columns of their own.
 
-    Presets (`BUDGETS`): "smoke" (seconds: 1 epoch, 20 images per class, 2 cases) and "cpu" (hours on
-    a CPU: 300 per class, 5 cases, batches of 32; 3 epochs unless `fixed_steps` sets them) use the small
-    CNN for every data set; "full" (the
+    Presets (`BUDGETS`): "smoke" (seconds: 1 epoch, 20 images per class, 2 cases), "cpu" (hours on
+    a CPU: 300 per class, 5 cases, batches of 32; 3 epochs unless `fixed_steps` sets them) and "gpu" (a
+    free Colab T4: 1,000 per class, 10 cases, 5 epochs) use the small CNN for every data set; "full" (the
     published protocol, a GPU: 15 epochs, every image, 10 cases) uses ResNet18 for CIFAR-10 and the
     small CNN for MNIST and any other data set.
     """
@@ -115,6 +123,9 @@ BUDGETS = {
     # hours on a CPU: the small CNN everywhere, 300 images per class, 5 of the 10 cases, batches of 32;
     # notebooks 07-08 give each setting `fixed_steps(..., steps=200)` (3 epochs is the plain default)
     "cpu": Budget(epochs=3, n_per_class=300, n_cases=5, arch="cnn", bs=32),
+    # a class session on a free Colab GPU (a T4, about 10 minutes per notebook): the small CNN everywhere,
+    # 1,000 images per class, all 10 cases, 5 epochs of batches of 128
+    "gpu": Budget(epochs=5, n_per_class=1000, n_cases=N_CLASSES, arch="cnn", bs=128),
     # the published protocol, on a GPU: ResNet18 for CIFAR-10, the small CNN for MNIST (and any other
     # data set), 15 epochs on every training image, all 10 cases
     "full": Budget(epochs=15, n_per_class=None, n_cases=N_CLASSES, arch={"cifar10": "resnet18", "mnist": "cnn"}),
@@ -133,6 +144,29 @@ def fixed_steps(budget: Budget, n_per_class: int, n_normal: int, steps: int) -> 
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
     per_epoch = math.ceil(n_normal * n_per_class / budget.bs)
     return replace(budget, n_per_class=n_per_class, epochs=math.ceil(steps / per_epoch))
+
+
+def workload(data_by_name: dict[str, ImageData], budget_of: dict[Setting, Budget], n_methods: int,
+             n_mixups: int = 1) -> dict[str, int]:
+    """Training images a grid processes, per network kind ("cnn-1x28x28", …: the keys of
+    `results/throughput.json`), for `utils.notebook.banner`'s time estimate. Settings that differ only in
+    the metric share their networks and are counted once."""
+    out: dict[str, int] = {}
+    seen = set()
+    for s, b in budget_of.items():
+        if (s.dataset, s.k, repr(b)) in seen:
+            continue
+        seen.add((s.dataset, s.k, repr(b)))
+        d = data_by_name[s.dataset]
+        per_class = torch.bincount(d.y_train, minlength=N_CLASSES)
+        n_imgs = 0
+        for anomalies in cases(s.k, b.n_cases):
+            n = per_class[normal_classes(anomalies)]
+            n_imgs += int(n.clamp_max(b.n_per_class).sum() if b.n_per_class else n.sum())
+        c, h, w = d.x_train.shape[1:]
+        key = f"{b.arch_for(s.dataset)}-{c}x{h}x{w}"
+        out[key] = out.get(key, 0) + n_imgs * b.epochs * n_methods * n_mixups
+    return out
 
 
 def score_kinds(ks) -> dict[str, int | None]:
@@ -217,14 +251,32 @@ def class_means(scores: torch.Tensor, y: torch.Tensor, is_anomaly: torch.Tensor)
     return [norm[y == c].mean().item() if (y == c).any() else math.nan for c in range(N_CLASSES)]
 
 
+def data_fingerprint(data: ImageData) -> str:
+    """Content hash of a data set's training and test images and labels."""
+    return train.data_fingerprint(data.x_train, data.y_train) + train.data_fingerprint(data.x_test, data.y_test)
+
+
+def cell_config(data_fp: str, budget: Budget, head: tuple[str, dict], mixup: float) -> str:
+    """Hash of everything a cell's numbers depend on besides its key columns: the budget, the head
+    name and hyperparameters, mixup, the data's content (`data_fingerprint`) and the code (`CODE`)."""
+    name, hparams = head
+    # n_cases (which cells exist) and ks (which score rows a cell has) do not change any cell's numbers
+    spent = {k: v for k, v in asdict(budget).items() if k not in ("n_cases", "ks")}
+    blob = json.dumps({"budget": spent, "head": name, "hparams": hparams, "mixup": float(mixup),
+                       "data": data_fp, "code": train.source_hash(CODE)}, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
 def run_case(data: ImageData, setting: Setting, case_index: int, method: str, budget: Budget,
-             mixup: float = 0.0, head: tuple[str, dict] | None = None) -> list[dict]:
+             mixup: float = 0.0, head: tuple[str, dict] | None = None, config: str | None = None) -> list[dict]:
     """The tidy rows of one (method, setting, case, mixup) cell: one per score kind (see `COLUMNS`)."""
     cs = score_case(data, setting, case_index, method, budget, mixup, head)
+    if config is None:
+        config = cell_config(data_fingerprint(data), budget, _head(method, head), mixup)
     base = dict(dataset=setting.dataset, k=setting.k, metric=setting.metric, case=case_index,
                 anomaly_classes=" ".join(map(str, cs.anomalies)), method=method, mixup=float(mixup),
                 n_per_class="all" if budget.n_per_class is None else budget.n_per_class,
-                epochs=budget.epochs, arch=budget.arch_for(setting.dataset), seed=budget.seed)
+                epochs=budget.epochs, arch=budget.arch_for(setting.dataset), seed=budget.seed, config=config)
     rows = []
     for kind, s in cs.scores.items():
         row = dict(base, score=kind, auroc=anomaly.auroc(s, cs.is_anomaly))
@@ -246,7 +298,7 @@ def cell_key(row) -> tuple:
     """A cell's identity (the `KEY` columns) with types normalized, from a row dict or a CSV row."""
     return (str(row["dataset"]), int(row["k"]), str(row["metric"]), int(row["case"]), str(row["method"]),
             float(row["mixup"]), _npc(row["n_per_class"]), int(row["epochs"]), str(row["arch"]),
-            int(row["seed"]))
+            int(row["seed"]), str(row["config"]))
 
 
 def read_results(csv_path: str | Path) -> pd.DataFrame:
@@ -261,10 +313,10 @@ def read_results(csv_path: str | Path) -> pd.DataFrame:
     if not raw.endswith(b"\n"):
         _replace(path, raw[:raw.rfind(b"\n") + 1])
     df = pd.read_csv(path, dtype={"anomaly_classes": str, "n_per_class": str, "dataset": str,
-                                  "method": str, "arch": str, "metric": str, "score": str})
+                                  "method": str, "arch": str, "metric": str, "score": str, "config": str})
     if list(df.columns) != COLUMNS:
-        raise ValueError(f"{path} does not hold benchmark results (columns {list(df.columns)[:6]}…); "
-                         f"use another csv_path")
+        raise ValueError(f"{path} does not hold benchmark results of this version (columns "
+                         f"{list(df.columns)[:6]}…, expected {COLUMNS[:6]}…): delete it or use another csv_path")
     df["n_per_class"] = [_npc(v) for v in df["n_per_class"]]
     return df
 
@@ -290,9 +342,23 @@ def grid(settings: list[Setting], methods: dict, budget: Budget, mixups=(0.0,)) 
             for a in mixups]
 
 
-def _key_of(setting: Setting, case: int, method: str, mixup: float, budget: Budget) -> tuple:
+def _key_of(setting: Setting, case: int, method: str, mixup: float, budget: Budget, config: str) -> tuple:
     return (setting.dataset, setting.k, setting.metric, case, method, float(mixup), _npc(budget.n_per_class),
-            budget.epochs, budget.arch_for(setting.dataset), budget.seed)
+            budget.epochs, budget.arch_for(setting.dataset), budget.seed, config)
+
+
+def _configs(data_by_name: dict[str, ImageData], cells: list[tuple], methods: dict, budget: Budget) -> list[str]:
+    """The `config` hash of every cell (data fingerprints computed once per data set)."""
+    fps = {name: data_fingerprint(d) for name, d in data_by_name.items()
+           if any(c[0].dataset == name for c in cells)}
+    memo: dict[tuple, str] = {}
+    out = []
+    for setting, _, method, mixup in cells:
+        k = (setting.dataset, method, mixup)
+        if k not in memo:
+            memo[k] = cell_config(fps[setting.dataset], budget, _head(method, methods[method]), mixup)
+        out.append(memo[k])
+    return out
 
 
 def run(data_by_name: dict[str, ImageData], settings: list[Setting], methods: dict | None,
@@ -313,7 +379,9 @@ def run(data_by_name: dict[str, ImageData], settings: list[Setting], methods: di
     path = Path(csv_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     cells = grid(settings, methods, budget, mixups)
-    wanted = {_key_of(*c, budget) for c in cells}
+    configs = _configs(data_by_name, cells, methods, budget)
+    cell_keys = [_key_of(*c, budget, cfg) for c, cfg in zip(cells, configs)]
+    wanted = set(cell_keys)
     kinds = set(score_kinds(budget.ks))
     old = read_results(path)
     keys = [cell_key(r) for r in old.to_dict("records")]
@@ -329,14 +397,18 @@ def run(data_by_name: dict[str, ImageData], settings: list[Setting], methods: di
         bar = progress_bar(cells)
     else:
         bar = cells
-    for setting, case, method, mixup in bar:
-        if _key_of(setting, case, method, mixup, budget) in done:
+    reused = sum(k in done for k in cell_keys)
+    for (setting, case, method, mixup), cfg, key in zip(bar, configs, cell_keys):
+        if key in done:
             continue
         if progress:
             bar.comment = f"{setting.label} case {case} {method} mixup {mixup:g}"
         _append(path, run_case(data_by_name[setting.dataset], setting, case, method, budget, mixup,
-                               head=methods[method]))
-    return rows_of(read_results(path), settings, budget, methods, mixups)
+                               head=methods[method], config=cfg))
+    print(f"{path.name}: {len(cells)} cells, {reused} reused from the file (same settings, data and code), "
+          f"{len(cells) - reused} computed")
+    df = read_results(path)
+    return df[[cell_key(r) in wanted for r in df.to_dict("records")]].reset_index(drop=True)
 
 
 def run_budgets(data_by_name: dict[str, ImageData], grids: dict[str, tuple[list[Setting], Budget]],
@@ -354,11 +426,13 @@ def run_budgets(data_by_name: dict[str, ImageData], grids: dict[str, tuple[list[
     return pd.concat(parts, ignore_index=True)
 
 
-def rows_of(df: pd.DataFrame, settings: list[Setting], budget: Budget, methods: dict | None = None,
-            mixups=(0.0,)) -> pd.DataFrame:
-    """The rows of a results table that belong to this grid (settings, budget, methods, mixups, cases)."""
+def rows_of(df: pd.DataFrame, settings: list[Setting], budget: Budget, methods: dict | None,
+            mixups, data_by_name: dict[str, ImageData]) -> pd.DataFrame:
+    """The rows of a results table that belong to this grid (settings, budget, methods, mixups, cases,
+    and the config hash of this data and code)."""
     methods = losses.METHODS if methods is None else methods
-    wanted = {_key_of(*c, budget) for c in grid(settings, methods, budget, mixups)}
+    cells = grid(settings, methods, budget, mixups)
+    wanted = {_key_of(*c, budget, cfg) for c, cfg in zip(cells, _configs(data_by_name, cells, methods, budget))}
     return df[[cell_key(r) in wanted for r in df.to_dict("records")]].reset_index(drop=True)
 
 
@@ -372,7 +446,7 @@ def summary(df: pd.DataFrame, score: str = "min") -> pd.DataFrame:
     """AUROC mean, std and number of cases per setting × method (× mixup and budget), for one score kind."""
     if score not in set(df["score"]):
         raise ValueError(f"no {score!r} scores: the table has {sorted(set(df['score']))}")
-    keys = [c for c in KEY if c != "case"]
+    keys = [c for c in KEY if c not in ("case", "config")]
     sel = df[df["score"] == score]
     out = sel.groupby(keys, sort=False)["auroc"].agg(["mean", "std", "count"]).reset_index()
     return out.rename(columns={"count": "n_cases"})

@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import os
 import pickle
+import secrets
 import warnings
 import zlib
 from dataclasses import dataclass, field, replace
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 
 PROJECT_DATA = Path(__file__).resolve().parent.parent / "data"
 DEBIAN_DATA = Path("/usr/share/datasets")
-CACHE_VERSION = 1  # bump when decoding changes, so old caches are never reused
+CACHE_VERSION = 2  # bump when decoding changes, so old caches are never reused
 
 MNIST_CLASSES = [str(i) for i in range(10)]
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -125,47 +126,156 @@ def read_idx_folder(folder: str | Path) -> tuple[torch.Tensor, ...] | None:
             torch.from_numpy(xte.copy()).unsqueeze(1), torch.from_numpy(yte.astype(np.int64)))
 
 
-def read_image_folder(folder: str | Path, classes: list[str] | None = None,
-                      size: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Decode `folder/<class>/*` images into uint8 N×C×H×W. Class order: `classes` or sorted names."""
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+
+
+def _over_black(pixels: np.ndarray) -> np.ndarray:
+    """H×W×(C+1) uint8 with straight (not premultiplied) alpha last -> H×W×C uint8 composited on black."""
+    colour, alpha = pixels[..., :-1].astype(np.float64), pixels[..., -1:].astype(np.float64)
+    return np.rint(colour * alpha / 255.0).astype(np.uint8)
+
+
+def _decode_image(path: Path) -> tuple[np.ndarray, str]:
+    """One image file -> (pixels, kind), converting every PIL mode explicitly.
+
+    kind "gray": H×W uint8 ("1" -> 0/255, "L", "LA", 16-bit "I;16*" divided by 257, a "P" whose
+    colours are all gray); "rgb": H×W×3 uint8 (anything else: "RGB", "RGBA", "CMYK", a "P" with
+    colours, …); "I" / "F": H×W int32 / float32 gray values, scaled once per data set (`_wide_scale`).
+    Alpha (also a palette's or a PNG's transparent colour) is composited on black.
+    """
     from PIL import Image
 
-    folder = Path(folder)
+    with Image.open(path) as im:
+        mode = im.mode
+        if "transparency" in im.info and mode in ("1", "L", "RGB"):  # a transparent colour -> alpha
+            im = im.convert("LA" if mode in ("1", "L") else "RGBA")
+            mode = im.mode
+        if mode in ("P", "PA"):
+            rgb = _over_black(np.asarray(im.convert("RGBA")))
+            if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+                return np.ascontiguousarray(rgb[..., 0]), "gray"
+            return rgb, "rgb"
+        if mode == "1":
+            return np.array(im.convert("L")), "gray"
+        if mode == "L":
+            return np.array(im), "gray"
+        if mode == "LA":
+            return _over_black(np.asarray(im))[..., 0], "gray"
+        if mode == "La":                                   # premultiplied: already on black
+            return np.ascontiguousarray(np.asarray(im)[..., 0]), "gray"
+        if mode.startswith("I;16"):
+            return np.rint(np.asarray(im).astype(np.float64) / 257.0).astype(np.uint8), "gray"
+        if mode in ("I", "F"):
+            return np.array(im), mode
+        if mode == "RGB":
+            return np.array(im), "rgb"
+        if mode == "RGBA":
+            return _over_black(np.asarray(im)), "rgb"
+        if mode in ("RGBa", "RGBX"):                       # premultiplied alpha / padding: drop it
+            return np.ascontiguousarray(np.asarray(im)[..., :3]), "rgb"
+        try:                                               # CMYK, YCbCr, LAB, HSV, …
+            return np.array(im.convert("RGB")), "rgb"
+        except ValueError as e:
+            raise ValueError(f"{path}: cannot convert PIL mode {mode!r} to RGB ({e}); "
+                             f"re-save it as an RGB or grayscale PNG") from e
+
+
+def _wide_scale(values: list[np.ndarray], kind: str, where: str) -> float:
+    """The divisor that maps one data set's "I" (32-bit int) or "F" (float) images to 0..255.
+
+    Decided over all such images of the data set at once, so they all share one scale: "I" images
+    within 0..65535 are 16-bit content (/257), wider ones full-range 32-bit (/((2³¹−1)/255)); "F"
+    images within 0..1 are scaled by 255, within 0..255 kept. Anything else has no defined scale.
+    """
+    lo = min(float(v.min()) for v in values)
+    hi = max(float(v.max()) for v in values)
+    if kind == "I" and lo >= 0:
+        return 257.0 if hi <= 65535 else (2**31 - 1) / 255.0
+    if kind == "F" and 0 <= lo and hi <= 255:
+        return 1 / 255.0 if hi <= 1 else 1.0
+    raise ValueError(f"{where}: mode {kind!r} images hold values {lo:g}..{hi:g}, which have no defined "
+                     f"scale to 0..255 (expected 0..65535 or 0..2³¹−1 for 'I', 0..1 or 0..255 for 'F'); "
+                     f"re-save them as 8- or 16-bit PNGs")
+
+
+def _decode_folder(folder: Path, classes: list[str] | None) -> tuple[list, list[int], list[str]]:
+    """`folder/<class>/*` -> decoded images (see `_decode_image`), labels, class names."""
     names = classes or sorted(p.name for p in folder.iterdir() if p.is_dir())
     if not names:
         raise DataNotFound(f"{folder} has no class sub-folders (expected {folder}/<class>/<image>)")
-    xs, ys = [], []
+    images, ys = [], []
     for label, name in enumerate(names):
-        files = sorted(p for p in (folder / name).iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp"})
-        for p in files:
-            with Image.open(p) as im:
-                arr = np.asarray(im)
-            if arr.ndim == 2:
-                arr = arr[..., None]
-            xs.append(arr[..., :3])
+        for p in sorted(p for p in (folder / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+            images.append(_decode_image(p))
             ys.append(label)
-    if not xs:
+    if not images:
         raise DataNotFound(f"{folder} holds no images")
-    shapes = {a.shape for a in xs}
-    if len(shapes) > 1:
-        if size is None:
+    return images, ys, list(names)
+
+
+def _stack_images(groups: list[tuple[Path, list]], size: tuple[int, int] | None) -> list[torch.Tensor]:
+    """Decoded images of one data set (in groups, e.g. train and test) -> one uint8 N×C×H×W per group.
+
+    Whether the data set is gray (C=1) or RGB (C=3) is decided ONCE, over all groups: gray only if
+    every image is; gray images of an RGB data set are replicated to 3 channels.
+    """
+    everything = [im for _, images in groups for im in images]
+    gray = all(kind != "rgb" for _, kind in everything)
+    where = " and ".join(str(folder) for folder, _ in groups)
+    scale = {kind: _wide_scale([a for a, k in everything if k == kind], kind, where)
+             for kind in ("I", "F") if any(k == kind for _, k in everything)}
+    out = []
+    for folder, images in groups:
+        xs = []
+        for a, kind in images:
+            if kind in scale:
+                a = np.rint(a.astype(np.float64) / scale[kind]).clip(0, 255).astype(np.uint8)
+            if kind != "rgb":
+                a = a[..., None] if gray else np.repeat(a[..., None], 3, axis=2)
+            xs.append(a)
+        shapes = {a.shape for a in xs}
+        if len(shapes) > 1 and size is None:
             raise ValueError(f"{folder}: images differ in size {sorted(shapes)[:3]}…; pass size=(H, W)")
-    x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous() if len(shapes) == 1 else None
-    if size is not None and (x is None or tuple(x.shape[-2:]) != tuple(size)):
-        x = torch.stack([F.interpolate(torch.from_numpy(a).permute(2, 0, 1)[None].float(), size=size,
-                                       mode="bilinear", antialias=True)[0].round().clamp(0, 255).byte()
-                         for a in xs])
-    return x, torch.tensor(ys, dtype=torch.int64), list(names)
+        x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous() if len(shapes) == 1 else None
+        if size is not None and (x is None or tuple(x.shape[-2:]) != tuple(size)):
+            x = torch.stack([F.interpolate(torch.from_numpy(a).permute(2, 0, 1)[None].float(), size=size,
+                                           mode="bilinear", antialias=True)[0].round().clamp(0, 255).byte()
+                             for a in xs])
+        out.append(x)
+    return out
 
 
-def read_split_folder(folder: str | Path) -> tuple[tuple[torch.Tensor, ...], list[str]] | None:
-    """`folder/train/<class>/…` and `folder/test/<class>/…` -> tensors and class names."""
+def read_image_folder(folder: str | Path, classes: list[str] | None = None,
+                      size: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Decode `folder/<class>/*` images into uint8 N×C×H×W. Class order: `classes` or sorted names.
+
+    PIL modes are converted explicitly, deciding once for the whole folder: C=1 if every image is
+    gray ("1", "L", "LA", "I", "I;16*", "F", or a "P" whose colours are all gray), else C=3 (gray
+    images replicated). "1" becomes 0/255; 16-bit images are divided by 257 (65535 -> 255), 32-bit
+    "I" and float "F" images scaled by one data-set-wide rule (`_wide_scale`), never clipped. Alpha is
+    dropped by compositing on black (a fully transparent pixel becomes 0). Differently sized images
+    need `size=(H, W)` (antialiased bilinear resize).
+    """
+    folder = Path(folder)
+    images, ys, names = _decode_folder(folder, classes)
+    x, = _stack_images([(folder, images)], size)
+    return x, torch.tensor(ys, dtype=torch.int64), names
+
+
+def read_split_folder(folder: str | Path,
+                      size: tuple[int, int] | None = None) -> tuple[tuple[torch.Tensor, ...], list[str]] | None:
+    """`folder/train/<class>/…` and `folder/test/<class>/…` -> tensors and class names.
+
+    Decoded as `read_image_folder` does, with the gray/RGB and scale decisions taken once over both
+    splits, so train and test always have the same channel count.
+    """
     folder = Path(folder)
     if not (folder / "train").is_dir() or not (folder / "test").is_dir():
         return None
-    xtr, ytr, names = read_image_folder(folder / "train")
-    xte, yte, _ = read_image_folder(folder / "test", classes=names)
-    return (xtr, ytr, xte, yte), names
+    train, ytr, names = _decode_folder(folder / "train", None)
+    test, yte, _ = _decode_folder(folder / "test", names)
+    xtr, xte = _stack_images([(folder / "train", train), (folder / "test", test)], size)
+    return (xtr, torch.tensor(ytr, dtype=torch.int64), xte, torch.tensor(yte, dtype=torch.int64)), names
 
 
 def read_cifar_pickles(folder: str | Path) -> tuple[torch.Tensor, ...] | None:
@@ -254,14 +364,41 @@ def _read_local(name: str, folder: Path):
     return got
 
 
+def _files_under(folder: Path) -> list[tuple[str, str]]:
+    """Every file under `folder` as (path relative to it, resolved path), following symlinked folders.
+
+    `Path.rglob` does not enter symlinked folders (Python 3.11), so a data set whose train/ and test/
+    are links would look empty. A folder reached again (a link cycle, or two links to one place) is
+    walked once.
+    """
+    seen, files = set(), []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames.sort()
+        for name in filenames:
+            f = os.path.join(dirpath, name)
+            files.append((os.path.relpath(f, folder), os.path.realpath(f)))
+    return sorted(files)
+
+
 def _signature(paths: list[Path]) -> str:
-    """Key a cache by the files it came from (path, size, mtime) and the decoder version."""
+    """Key a cache by the decoder version and the content actually read: each path's resolved
+    location and, for every file under it (symlinks followed), its path there, its resolved path,
+    size and mtime. An edited file, or another folder with the same data set name, gets a new key."""
     h = hashlib.sha1(str(CACHE_VERSION).encode())
     for p in sorted(paths):
-        for f in sorted(p.rglob("*")) if p.is_dir() else [p]:
-            if f.is_file():
-                st = f.stat()
-                h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}".encode())
+        h.update(f"\0{p.resolve()}".encode())
+        entries = _files_under(p) if p.is_dir() else [(p.name, os.path.realpath(p))]
+        for rel, real in entries:
+            try:
+                st = os.stat(real)
+            except OSError:                        # a dangling link: nothing is read from it
+                continue
+            h.update(f"\0{rel}|{real}|{st.st_size}|{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 
 
@@ -272,14 +409,34 @@ def cache_dir() -> Path:
     return d
 
 
+def atomic_save(obj: object, path: Path | str) -> None:
+    """`torch.save(obj, path)`, all or nothing: write a temporary file in the same folder, then
+    `os.replace` it onto `path`. A reader (or a crash, or a full disk) never sees a partial file:
+    `path` is either the old complete file, absent, or the new complete one. Parent folders are made."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)   # usual permissions (umask applies)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _cached(name: str, folder: Path, reader):
+    """`reader()`, decoded once per content of `folder` (see `_signature`) and kept in `cache_dir()`."""
     key = f"{name}-{_signature([folder])}"
     path = cache_dir() / f"{key}.pt"
     if path.is_file():
         return torch.load(path, weights_only=True)
     got = reader()
     if got is not None:
-        torch.save(got, path)
+        atomic_save(got, path)
     return got
 
 
@@ -388,8 +545,18 @@ def sample_per_class(x: torch.Tensor, y: torch.Tensor, n: int | None,
 
 
 def to_gray28(x: torch.Tensor) -> torch.Tensor:
-    """RGB (or gray) uint8 images -> 1×28×28 grayscale uint8 (ITU-R 601 luma, antialiased resize)."""
+    """uint8 images N×C×H×W -> N×1×28×28 grayscale uint8 (ITU-R 601 luma, antialiased resize).
+
+    C=1: gray, kept; C=2: gray + alpha, the gray is kept; C=3: RGB -> luma; C=4: RGBA, the alpha is
+    dropped (ignored, not composited), then luma. Any other shape raises a ValueError.
+    """
+    if x.ndim != 4 or x.shape[1] not in (1, 2, 3, 4):
+        raise ValueError(f"to_gray28 needs images N×C×H×W with C = 1 (gray), 2 (gray+alpha), 3 (RGB) or "
+                         f"4 (RGBA), got shape {tuple(x.shape)}; add a batch axis with x[None] for one "
+                         f"image, or pick the channels to use, e.g. x[:, :3]")
     xf = x.float()
+    if xf.shape[1] in (2, 4):                              # drop alpha
+        xf = xf[:, :-1]
     if xf.shape[1] == 3:
         xf = (xf * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
     if tuple(xf.shape[-2:]) != (28, 28):

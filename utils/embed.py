@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from . import train
-from .data import cache_dir
+from .data import atomic_save, cache_dir
 
 PROJECTIONS = ("tsne", "umap")
 
@@ -46,10 +46,7 @@ def embeddings(run: train.Trained, x: torch.Tensor, bs: int = 1024, cache: bool 
         return torch.load(path, weights_only=True, map_location="cpu")
     emb = train.embed(run.model, x, bs=bs)
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(emb, tmp)
-        tmp.replace(path)  # atomic: an interrupted save never leaves a half-written cache file
+        atomic_save(emb, path)  # an interrupted save never leaves a half-written cache file
     return emb
 
 

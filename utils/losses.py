@@ -5,8 +5,10 @@
     logits = head.logits(embeddings)    # for prediction (no margin)
 
 A head owns its parameters (class weights `.weight` of shape (n_classes, emb_dim) where the method
-has them) and says how they are optimized through `param_groups(lr)` — center loss, for one, updates
-its centers at a rate of its own. `step()` is called once per optimizer step (margin schedules).
+has them); `utils.train.fit` optimizes all of them by one rule (matrices decayed, vectors and scalars
+not). `begin(total_steps)` is called once before training and `step()` after every optimizer step:
+SphereFace anneals its λ over the run, center loss moves its centers by the paper's own rule.
+Every head computes its logits in float32, also inside a mixed-precision (autocast) region.
 """
 from __future__ import annotations
 
@@ -66,16 +68,20 @@ class Head(nn.Module):
             return per_sample.mean()
         raise ValueError(f"reduction must be 'mean' or 'none', not {self.reduction!r}")
 
-    def param_groups(self, lr: float) -> list[dict]:
-        """Optimizer parameter groups for this head (default: all parameters at the model's lr)."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        return [{"params": params, "lr": lr}] if params else []
+    def begin(self, total_steps: int) -> None:
+        """Called by `fit` before training with the number of optimizer steps to come; nothing by default."""
 
     def step(self) -> None:
-        """Called after each optimizer step (annealing schedules); nothing by default."""
+        """Called after each optimizer step (annealing schedules, center updates); nothing by default."""
 
     def extra_repr(self) -> str:
         return f"emb_dim={self.emb_dim}, n_classes={self.n_classes}, reduction={self.reduction!r}"
+
+
+def _linear32(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear in float32, also inside a bf16/fp16 autocast region (margins need the precision)."""
+    with torch.autocast(x.device.type, enabled=False):
+        return F.linear(x.float(), weight.float(), None if bias is None else bias.float())
 
 
 @register("softmax")
@@ -88,7 +94,7 @@ class SoftmaxHead(Head):
         self.weight, self.bias = layer.weight, layer.bias
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x.float(), self.weight, self.bias)
+        return _linear32(x, self.weight, self.bias)
 
 
 @register("l2softmax")
@@ -115,7 +121,7 @@ class L2SoftmaxHead(SoftmaxHead):
         return self.alpha * F.normalize(x.float(), dim=1, eps=1e-12)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.scale(x), self.weight, self.bias)
+        return _linear32(self.scale(x), self.weight, self.bias)
 
     def extra_repr(self) -> str:
         kind = "learned" if isinstance(self.alpha, nn.Parameter) else "fixed"
@@ -131,12 +137,6 @@ def alpha_low(p: float, n_classes: int) -> float:
 
 # ----------------------------------------------------------------------------- angular-margin heads
 _EPS = 1e-6  # cos θ is clamped to [−1+eps, 1−eps] before acos / sqrt(1 − cos²): finite gradients at θ = 0, π
-
-
-def _linear32(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear in float32, also inside a bf16/fp16 autocast region (margins need the precision)."""
-    with torch.autocast(x.device.type, enabled=False):
-        return F.linear(x.float(), weight.float(), None if bias is None else bias.float())
 
 
 class _CosineHead(Head):
@@ -166,7 +166,9 @@ class ArcFaceHead(_CosineHead):
 
     Past θ_y = π − m, cos(θ_y + m) would rise again, so there the target logit is s·(cos θ_y − m·sin m)
     instead, which keeps it decreasing in θ_y (insightface's easy_margin=False: th = cos(π − m),
-    mm = sin(π − m)·m). `logits(x)` = s·cos θ (no margin).
+    mm = sin(π − m)·m). The two branches do not meet: at θ_y = π − m the target cosine jumps from
+    cos π = −1 to −cos m − m·sin m, i.e. by 1 − cos m − m·sin m (−0.044 at m = 0.3, where θ_y = 162.8°;
+    −0.117 at m = 0.5, at 151.4°), exactly as in insightface. `logits(x)` = s·cos θ (no margin).
 
     Defaults s=16, m=0.3 train on MNIST-size problems (10 classes, small networks); the paper uses
     s=64, m=0.5 for face recognition with thousands of identities.
@@ -235,26 +237,50 @@ class SphereFaceHead(_CosineHead):
 
         f_y = (λ·‖x‖·cos θ_y + ‖x‖·ψ(θ_y)) / (1 + λ),   λ = max(λ_min, λ_base·(1 + γ·iter)^(−power))
 
-    `iter` counts optimizer steps taken in train mode (a buffer, advanced by `step()`). Defaults are
-    the official ones: lambda_base=1000, gamma=0.12, power=1, lambda_min=5; lambda_base=0 and
-    lambda_min=0 give ψ alone (no blend). cos(mθ) is the Chebyshev polynomial T_m(cos θ), so the
-    gradient is finite at every θ; only the piecewise-constant k uses acos (of a clamped cosine).
-    `logits(x)` = ‖x‖·cos θ (no margin).
+    `iter` is the number of the optimizer step being taken (1 on the first, as in the official layer,
+    which increments before computing λ: its first λ is 1000 / 1.12 = 892.9). Two schedules:
+
+    - `schedule="fraction"` (default): γ is set by `begin(total_steps)` so that λ reaches λ_min after
+      `floor_at` of the run (half of it by default), whatever the number of steps. The official γ was
+      tuned for tens of thousands of steps; on a run of a few hundred it would leave λ at 40–80, where
+      ψ carries 1–2 % of the target logit and the margin never arrives.
+    - `schedule="official"`: the official constants per step (λ_base=1000, γ=0.12, power=1, λ_min=5),
+      which reach λ_min after 1,659 steps.
+
+    Before `begin` is called (a head used outside `fit`), the fraction schedule behaves like the
+    official one. λ_base=0 and λ_min=0 give ψ alone (no blend). cos(mθ) is the Chebyshev polynomial
+    T_m(cos θ), so the gradient is finite at every θ; only the piecewise-constant k uses acos (of a
+    clamped cosine). `logits(x)` = ‖x‖·cos θ (no margin).
     """
+
+    SCHEDULES = ("fraction", "official")
 
     def __init__(self, emb_dim: int, n_classes: int, m: int = 4, lambda_base: float = 1000.0,
                  gamma: float = 0.12, power: float = 1.0, lambda_min: float = 5.0,
-                 reduction: str = "mean"):
+                 schedule: str = "fraction", floor_at: float = 0.5, reduction: str = "mean"):
         super().__init__(emb_dim, n_classes, reduction)
         if int(m) != m or m < 1:
             raise ValueError(f"sphereface needs a positive integer margin m, not {m!r}")
+        if schedule not in self.SCHEDULES:
+            raise ValueError(f"unknown λ schedule {schedule!r}: choose one of {list(self.SCHEDULES)}")
+        if not 0 < floor_at <= 1:
+            raise ValueError(f"floor_at is a fraction of the run in (0, 1], got {floor_at!r}")
         self.m, self.lambda_base, self.gamma = int(m), float(lambda_base), float(gamma)
         self.power, self.lambda_min = float(power), float(lambda_min)
+        self.schedule, self.floor_at = schedule, float(floor_at)
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
 
+    def begin(self, total_steps: int) -> None:
+        """Fraction schedule: choose γ so that λ(floor_at · total_steps) = λ_min exactly."""
+        if self.schedule != "fraction" or self.lambda_base <= self.lambda_min or self.lambda_min <= 0:
+            return
+        reach = max(1.0, self.floor_at * total_steps)
+        self.gamma = ((self.lambda_base / self.lambda_min) ** (1 / self.power) - 1) / reach
+
     def current_lambda(self) -> torch.Tensor:
-        """λ = max(λ_min, λ_base·(1 + γ·iter)^(−power)) at the current iteration (0-d tensor)."""
-        lam = self.lambda_base * (1 + self.gamma * self.iteration.float()) ** (-self.power)
+        """λ for the next optimizer step: max(λ_min, λ_base·(1 + γ·(iteration + 1))^(−power)) (0-d tensor)."""
+        it = self.iteration.float() + 1
+        lam = self.lambda_base * (1 + self.gamma * it) ** (-self.power)
         return lam.clamp_min(self.lambda_min)
 
     def psi(self, cos: torch.Tensor) -> torch.Tensor:
@@ -283,8 +309,9 @@ class SphereFaceHead(_CosineHead):
             self.iteration += 1
 
     def extra_repr(self) -> str:
-        return (super().extra_repr() + f", m={self.m}, lambda_base={self.lambda_base:g}, "
-                f"gamma={self.gamma:g}, power={self.power:g}, lambda_min={self.lambda_min:g}")
+        return (super().extra_repr() + f", m={self.m}, schedule={self.schedule!r}, lambda_base={self.lambda_base:g}, "
+                f"gamma={self.gamma:.4g}, power={self.power:g}, lambda_min={self.lambda_min:g}"
+                + (f", floor_at={self.floor_at:g}" if self.schedule == "fraction" else ""))
 
 
 @register("center")
@@ -293,35 +320,47 @@ class CenterLossHead(SoftmaxHead):
 
         L_i = −log softmax(W x_i + b)_{y_i} + λ · ½‖x_i − c_{y_i}‖²     (reduction='mean': mean over i)
 
-    `lam` is λ. The centers `self.centers` (n_classes, emb_dim, starting at 0) are a parameter. The
-    paper moves them with its own rate α, c_j ← c_j − α·Σ_{i: y_i=j}(c_j − x_i) / (1 + n_j); here
-    `param_groups` puts them in their own optimizer group with lr=`alpha` and weight_decay=0, so in
-    `utils.train.fit` (AdamW, one-cycle) α is the centers' peak learning rate, independent of the
-    network's. AdamW normalizes the gradient's scale, so λ does not slow the centers down (as in the
-    paper, where the center update does not involve λ) and each center coordinate moves by at most
-    about α per step. The embedding receives the usual gradient λ·(x_i − c_{y_i}).
-    `logits(x)` = W x + b.
+    `lam` is λ. The centers `self.centers` (n_classes, emb_dim, starting at 0) are a buffer, not a
+    parameter: they move by the paper's own rule (its Algorithm 1), once per optimizer step, from the
+    batch's embeddings (taken before the step):
+
+        c_j ← c_j − α·Δc_j,   Δc_j = Σ_{i: y_i = j} (c_j − x_i) / (1 + n_j)
+
+    where n_j counts the batch's samples of class j; classes absent from the batch stay put. α (`alpha`,
+    0.5 in the paper) is a fraction of the way to the batch mean, so it does not depend on the
+    embedding's scale or on the optimizer. The embedding receives the usual gradient λ·(x_i − c_{y_i}).
+    `logits(x)` = W x + b. With mixup the centers follow the dominant image's label.
     """
 
-    def __init__(self, emb_dim: int, n_classes: int, lam: float = 0.01, alpha: float = 0.05,
+    def __init__(self, emb_dim: int, n_classes: int, lam: float = 0.01, alpha: float = 0.5,
                  reduction: str = "mean"):
         super().__init__(emb_dim, n_classes, bias=True, reduction=reduction)
+        if not 0 <= alpha <= 1:
+            raise ValueError(f"the center rate alpha is a fraction in [0, 1], got {alpha!r}")
         self.lam, self.alpha = float(lam), float(alpha)
-        self.centers = nn.Parameter(torch.zeros(n_classes, emb_dim))
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return _linear32(x, self.weight, self.bias)
+        self.register_buffer("centers", torch.zeros(n_classes, emb_dim))
+        self._batch: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x = x.float()
+        if self.training and torch.is_grad_enabled() and self._batch is None:
+            self._batch = (x.detach(), y.detach())  # for the center update after this step
         ce = F.cross_entropy(self.logits(x), y, reduction="none")
-        pull = 0.5 * (x - self.centers[y].float()).pow(2).sum(1)
+        pull = 0.5 * (x - self.centers[y]).pow(2).sum(1)
         return self.reduce(ce + self.lam * pull)
 
-    def param_groups(self, lr: float) -> list[dict]:
-        classifier = [p for n, p in self.named_parameters() if n != "centers" and p.requires_grad]
-        return [{"params": classifier, "lr": lr},
-                {"params": [self.centers], "lr": self.alpha, "weight_decay": 0.0}]
+    @torch.no_grad()
+    def update_centers(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One step of Wen et al.'s center update from a batch of embeddings `x` with labels `y`."""
+        x = x.to(self.centers.dtype)
+        n = torch.bincount(y, minlength=self.n_classes).to(x.dtype)                      # n_j
+        diff = torch.zeros_like(self.centers).index_add_(0, y, self.centers[y] - x)      # Σ (c_j − x_i)
+        self.centers -= self.alpha * diff / (1 + n)[:, None]
+
+    def step(self) -> None:
+        if self._batch is not None:
+            self.update_centers(*self._batch)
+        self._batch = None
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", lam={self.lam:g}, alpha={self.alpha:g}"

@@ -1,5 +1,5 @@
-"""Figures the notebooks share: training curves, image grids, embedding norms, 2-d projections,
-ROC curves and anomaly-score histograms."""
+"""Figures the notebooks share: training and learning-rate curves, image grids and pairs, embedding norms,
+2-d/3-d feature scatters and 2-d projections with class legends, ROC curves and anomaly-score histograms."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -38,8 +38,14 @@ def curves(histories: pd.DataFrame | dict[str, pd.DataFrame], metrics=("train_lo
 
 
 def image_grid(images: torch.Tensor, titles: list[str] | None = None, ncols: int = 10,
-               size: float = 1.1, title: str | None = None, colors: list[str] | None = None) -> plt.Figure:
-    """Show uint8 or float images (N×C×H×W) in a grid with optional per-image titles."""
+               size: float = 1.1, title: str | None = None, colors: list[str] | None = None,
+               cmap: str = "gray") -> plt.Figure:
+    """Show uint8 or float images (N×C×H×W) in a grid with optional per-image titles (coloured by `colors`).
+
+    Single-channel images share one colormap `cmap` on one fixed range (0 to 1, uint8 scaled by 1/255), so
+    brightness compares across the grid; "gray" shows light-on-dark data (MNIST) as white on black.
+    RGB images are shown as they are, clipped to 0–1.
+    """
     n = len(images)
     if n == 0:
         raise ValueError("no images to show")
@@ -52,7 +58,7 @@ def image_grid(images: torch.Tensor, titles: list[str] | None = None, ncols: int
         img = images[i].detach().cpu()
         img = (img.float() / 255 if img.dtype == torch.uint8 else img.float()).numpy()
         if img.shape[0] == 1:
-            ax.imshow(img[0], cmap="gray_r" if img.mean() < 0.5 else "gray", vmin=0, vmax=1)
+            ax.imshow(img[0], cmap=cmap, vmin=0, vmax=1)
         else:
             ax.imshow(img.transpose(1, 2, 0).clip(0, 1))
         if titles is not None:
@@ -114,10 +120,21 @@ def lr_find(df: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+def _class_legend(ax: plt.Axes, markerscale: float = 4) -> None:
+    """One legend entry per labelled scatter (class), right of `ax`, markers enlarged and opaque."""
+    leg = ax.legend(fontsize="x-small", markerscale=markerscale, loc="center left", bbox_to_anchor=(1, 0.5),
+                    frameon=False)
+    for h in leg.legend_handles:
+        h.set_alpha(1)
+
+
 def features(emb: torch.Tensor, y: torch.Tensor, classes: list[str], ax: plt.Axes | None = None,
              normalize: bool = False, title: str | None = None, max_points: int = 3000,
-             seed: int = 0) -> plt.Axes:
-    """Scatter 2-d or 3-d embeddings coloured by class; `normalize` puts them on the unit circle/sphere."""
+             seed: int = 0, legend: bool = True) -> plt.Axes:
+    """Scatter 2-d or 3-d embeddings (at most `max_points`, a seeded subsample) coloured by class.
+
+    `normalize` puts them on the unit circle/sphere; `legend` names the classes, one entry each, right of `ax`.
+    """
     d = emb.shape[1]
     if d not in (2, 3):
         raise ValueError(f"features() draws 2-d or 3-d embeddings, got {d}-d: project them first (t-SNE, UMAP)")
@@ -136,12 +153,15 @@ def features(emb: torch.Tensor, y: torch.Tensor, classes: list[str], ax: plt.Axe
     if d == 2:
         ax.set_aspect("equal", adjustable="datalim")
     ax.set_title(title or "")
+    if legend:
+        _class_legend(ax)
     return ax
 
 
 # ----------------------------------------------------------------------------- projections and anomalies
-def _scatter_classes(ax: plt.Axes, coords: np.ndarray, y, classes: list[str], s: float = 2) -> None:
-    """Scatter `coords` coloured by class (tab10), equal aspect, no ticks."""
+def _scatter_classes(ax: plt.Axes, coords: np.ndarray, y, classes: list[str], s: float = 2,
+                     legend: bool = False) -> None:
+    """Scatter `coords` coloured by class (tab10), equal aspect, no ticks; `legend` names the classes beside it."""
     coords, y = np.asarray(coords), np.asarray(y)
     palette = sns.color_palette("tab10", 10)
     for c, name in enumerate(classes):
@@ -149,17 +169,17 @@ def _scatter_classes(ax: plt.Axes, coords: np.ndarray, y, classes: list[str], s:
         ax.scatter(pts[:, 0], pts[:, 1], s=s, alpha=0.6, color=palette[c % 10], label=name, linewidths=0)
     ax.set(xticks=[], yticks=[])
     ax.set_aspect("equal", adjustable="datalim")
+    if legend:
+        _class_legend(ax)
 
 
 def projection(coords: np.ndarray, y: torch.Tensor, classes: list[str], ax: plt.Axes | None = None,
                title: str = "", legend: bool = True) -> plt.Figure:
-    """2-d coordinates (t-SNE, UMAP) as a scatter coloured by class."""
+    """2-d coordinates (t-SNE, UMAP) as a scatter coloured by class; `legend` names the classes beside it."""
     if ax is None:
         fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    _scatter_classes(ax, coords, y, classes)
+    _scatter_classes(ax, coords, y, classes, legend=legend)
     ax.set_title(title)
-    if legend:
-        ax.legend(fontsize="x-small", markerscale=4, loc="center left", bbox_to_anchor=(1, 0.5), frameon=False)
     ax.figure.tight_layout()
     return ax.figure
 
@@ -197,17 +217,34 @@ def projection_grid(panels: dict[tuple[str, str], tuple[np.ndarray, torch.Tensor
 
 
 def roc_curves(curves: dict[str, tuple[torch.Tensor, torch.Tensor]], ax: plt.Axes | None = None,
-               title: str = "ROC: anomalies vs normal test samples") -> plt.Figure:
-    """ROC curves of `{label: (scores, is_anomaly)}` (higher score = more anomalous), AUROC in the legend."""
+               title: str = "ROC: anomalies vs normal test samples", log_fpr: bool = False,
+               mark_fpr: float | None = None) -> plt.Figure:
+    """ROC curves of `{label: (scores, is_anomaly)}` (higher score = more anomalous), AUROC in the legend.
+
+    `log_fpr` puts the false-positive rate on a log axis, from the smallest rate the data resolve
+    (1 / number of negatives, but not below 1e-4) up to 1; rates below that are drawn at the left edge.
+    `mark_fpr` (e.g. 0.01) adds a dotted vertical line there, labelled "1 % FPR" in the legend.
+    The dashed gray line is chance (TPR = FPR), a curve on the log axis.
+    """
     from . import anomaly
 
     if ax is None:
         fig, ax = plt.subplots(figsize=(4.5, 4))
-    for label, (scores, is_anomaly) in curves.items():
-        fpr, tpr = anomaly.roc(scores, is_anomaly)
-        ax.plot(fpr, tpr, label=f"{label} (AUROC {anomaly.auroc(scores, is_anomaly):.3f})")
-    ax.plot([0, 1], [0, 1], ls="--", color="gray", lw=1)
-    ax.set(xlabel="false-positive rate", ylabel="true-positive rate", xlim=(0, 1), ylim=(0, 1.01), title=title)
+    rocs = {label: (*anomaly.roc(scores, is_anomaly), anomaly.auroc(scores, is_anomaly),
+                    int((~torch.as_tensor(is_anomaly).bool()).sum()))
+            for label, (scores, is_anomaly) in curves.items()}
+    n_neg = max((n for *_, n in rocs.values()), default=0)
+    lo = (max(1e-4, 1 / n_neg) if n_neg else 1e-4) if log_fpr else 0.0
+    for label, (fpr, tpr, auc, _) in rocs.items():
+        ax.plot(np.maximum(fpr, lo), tpr, label=f"{label} (AUROC {auc:.3f})")
+    chance = np.logspace(np.log10(lo), 0, 200) if log_fpr else np.array([0.0, 1.0])
+    ax.plot(chance, chance, ls="--", color="gray", lw=1)
+    if mark_fpr is not None:
+        ax.axvline(mark_fpr, ls=":", color="black", lw=1, label=f"{mark_fpr * 100:g} % FPR")
+    if log_fpr:
+        ax.set_xscale("log")
+    ax.set(xlabel="false-positive rate" + (" (log)" if log_fpr else ""), ylabel="true-positive rate",
+           xlim=(lo, 1), ylim=(0, 1.01), title=title)
     ax.legend(fontsize="small", loc="lower right")
     ax.figure.tight_layout()
     return ax.figure

@@ -1,14 +1,16 @@
 """Training and evaluation: one `fit` for every embedding network + loss head.
 
 The whole data set sits on the device as uint8; batches are index slices, augmentation and mixup
-are batched tensor ops, so there is no per-image Python work. One-cycle learning rate, bf16 autocast
-on GPU, a fastprogress bar, a per-epoch history, and a NaN guard that names the head and step.
+are batched tensor ops, so there is no per-image Python work. One-cycle learning rate and momentum,
+mixed precision on a GPU (bf16 where the GPU supports it natively, else fp16 with a gradient scaler),
+a fastprogress bar, a per-epoch history, and a NaN guard that names the head and step.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import math
+import os
 import random
 import time
 from contextlib import contextmanager
@@ -22,19 +24,46 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import losses, models
-from .data import ImageData, cache_dir
+from .data import ImageData, atomic_save, cache_dir
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    """Seed Python, NumPy and torch (CPU and CUDA), and ask cuDNN for deterministic convolutions.
+
+    On the CPU the same seed gives the same numbers. On a GPU, deterministic cuDNN removes the main
+    source of run-to-run noise, but some CUDA kernels (e.g. the scatter-adds in the backward pass of
+    indexing) stay nondeterministic, so GPU runs agree to a few decimals, not bit for bit.
+    """
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
 
 
 def default_device() -> torch.device:
     """CUDA when available, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def choose_precision(device_type: str, capability: tuple[int, int] | None = None) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype or None for float32, whether to use a gradient scaler) for a device.
+
+    CPU: float32 (no autocast). CUDA with compute capability >= 8.0 (Ampere and later: A100, H100,
+    RTX 30xx…): bfloat16, which needs no loss scaling. Older GPUs (the T4 of free Colab is 7.5, a V100
+    7.0) have no native bfloat16: float16 with a gradient scaler. `capability` defaults to the current
+    CUDA device's.
+    """
+    if device_type != "cuda":
+        return None, False
+    if capability is None:
+        capability = torch.cuda.get_device_capability()
+    return (torch.bfloat16, False) if tuple(capability) >= (8, 0) else (torch.float16, True)
+
+
+def show_progress(progress: bool | None) -> bool:
+    """`progress`, or when None: on unless `$DML_PROGRESS` is "0" (headless runs keep their outputs clean)."""
+    return os.environ.get("DML_PROGRESS", "1") != "0" if progress is None else bool(progress)
 
 
 def random_shift(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
@@ -75,15 +104,12 @@ def mixup_loss(model: nn.Module, head: losses.Head, xb: torch.Tensor, yb: torch.
 
 
 def param_groups(model: nn.Module, head: losses.Head, lr: float, wd: float) -> list[dict]:
-    """Model weights with weight decay; biases/norms without; then the head's own groups."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    groups = [{"params": decay, "lr": lr, "weight_decay": wd},
-              {"params": no_decay, "lr": lr, "weight_decay": 0.0}]
-    for gr in head.param_groups(lr):
-        gr.setdefault("weight_decay", wd if all(p.ndim > 1 for p in gr["params"]) else 0.0)
-        groups.append(gr)
-    return groups
+    """Every trainable parameter of the model and the head, once, by one rule for every method:
+    matrices and convolution kernels (ndim > 1: the class weights too) get weight decay `wd`; biases,
+    norm layers' scales and learned scalars (L2-softmax's α) get none."""
+    params = [p for p in (*model.parameters(), *head.parameters()) if p.requires_grad]
+    return [{"params": [p for p in params if p.ndim > 1], "lr": lr, "weight_decay": wd},
+            {"params": [p for p in params if p.ndim <= 1], "lr": lr, "weight_decay": 0.0}]
 
 
 class NaNLossError(FloatingPointError):
@@ -94,30 +120,38 @@ def fit(model: nn.Module, head: losses.Head, x: torch.Tensor, y: torch.Tensor, *
         epochs: int = 15, bs: int = 128, lr: float = 3e-3, wd: float = 1e-2,
         augment: int = 0, mixup: float = 0.0, valid: tuple[torch.Tensor, torch.Tensor] | None = None,
         seed: int = 0, device: torch.device | str | None = None, amp: bool | None = None,
-        progress: bool = True) -> pd.DataFrame:
+        progress: bool | None = None) -> pd.DataFrame:
     """Train `model` + `head` with AdamW and a one-cycle schedule; return the per-epoch history.
 
     x: uint8 images N×C×H×W, y: int64 labels. `augment` = max random shift in pixels (0 = none);
     `mixup` = Beta(α, α) parameter (0 = off). `valid` = (x, y) evaluated after every epoch.
-    Every parameter of the head is optimized (class weights, centers, learnable scales).
+    Every parameter of the model and the head is optimized (`param_groups`); the head's `begin` is
+    called with the number of steps, its `step` after each one. The schedule is fastai's
+    fit_one_cycle: the learning rate rises to `lr` over the first quarter and anneals to ≈0, while
+    AdamW's β1 moves the other way, 0.95 → 0.85 → 0.95 (β2 = 0.99). `amp` (default: on for CUDA)
+    picks the precision with `choose_precision`. The history's `lr` is the rate of the epoch's last step.
     """
     from fastprogress.fastprogress import master_bar, progress_bar
 
     device = torch.device(device) if device is not None else default_device()
     amp = (device.type == "cuda") if amp is None else amp
+    amp_dtype, use_scaler = choose_precision(device.type) if amp else (None, False)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    progress = show_progress(progress)
     model.to(device).to(memory_format=torch.channels_last)
     head.to(device)
     x, y = x.to(device), y.to(device)
     g = torch.Generator(device=device).manual_seed(seed)
     torch.manual_seed(seed)
-    opt = torch.optim.AdamW(param_groups(model, head, lr, wd), lr=lr, betas=(0.9, 0.99))
+    opt = torch.optim.AdamW(param_groups(model, head, lr, wd), lr=lr, betas=(0.95, 0.99))
     steps = math.ceil(len(y) / bs)
     total = epochs * steps
     # OneCycleLR divides by zero when pct_start·total_steps == 1 (4 steps), and a 1-step schedule's
     # only lr is its final ≈0 one; one spare step at the end avoids both
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=[gr["lr"] for gr in opt.param_groups], total_steps=total + (total in (1, 4)),
-        pct_start=0.25)
+        pct_start=0.25, cycle_momentum=True, base_momentum=0.85, max_momentum=0.95)
+    head.begin(total)
     rows = []
     mb = master_bar(range(epochs)) if progress else None
     for epoch in (mb if progress else range(epochs)):
@@ -131,21 +165,22 @@ def fit(model: nn.Module, head: losses.Head, x: torch.Tensor, y: torch.Tensor, *
             xb, yb = x[idx], y[idx]
             if augment:
                 xb = random_shift(xb, augment, g)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 if mixup:
                     loss = mixup_loss(model, head, xb, yb, mixup, g)
                 else:
                     loss = head(model(xb), yb)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            lr_used = opt.param_groups[0]["lr"]
             sched.step()
             head.step()
             losses_buf[i] = loss.detach().float()
             if (i + 1) % 50 == 0 or i == steps - 1:
                 _check_finite(losses_buf[:i + 1], head, epoch, steps)
-        row = {"epoch": epoch + 1, "train_loss": losses_buf.mean().item(),
-               "lr": sched.get_last_lr()[0]}
+        row = {"epoch": epoch + 1, "train_loss": losses_buf.mean().item(), "lr": lr_used}
         if valid is not None:
             row.update(evaluate(model, head, *valid, device=device, amp=amp))
         row["seconds"] = time.perf_counter() - t0
@@ -170,10 +205,11 @@ def embed(model: nn.Module, x: torch.Tensor, bs: int = 1024, device: torch.devic
     """Embeddings of `x` in eval mode, batched, returned as float32 on the CPU."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     amp = (device.type == "cuda") if amp is None else amp
+    amp_dtype = choose_precision(device.type)[0] if amp else None
     model.eval()
     out = []
     for i in range(0, len(x), bs):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             out.append(model(x[i:i + bs].to(device)).float().cpu())
     return torch.cat(out) if out else torch.empty(0, getattr(model, "emb_dim", 0))
 
@@ -181,13 +217,20 @@ def embed(model: nn.Module, x: torch.Tensor, bs: int = 1024, device: torch.devic
 @torch.no_grad()
 def evaluate(model: nn.Module, head: losses.Head, x: torch.Tensor, y: torch.Tensor,
              device: torch.device | str | None = None, amp: bool | None = None) -> dict[str, float]:
-    """Test loss (the head's own objective) and accuracy (argmax of `head.logits`)."""
+    """Test loss, plain cross-entropy and accuracy.
+
+    `test_loss` is the head's own objective (with its margin, SphereFace's current λ, the center
+    term): it grows with m and s by construction, so it cannot compare heads or settings. `test_ce` is
+    the cross-entropy of the margin-free logits `head.logits` — use it (or `test_acc`) to compare.
+    """
     emb = embed(model, x, device=device, amp=amp)
     head_dev = next(head.parameters(), torch.empty(0)).device
     emb, y = emb.to(head_dev), y.to(head_dev)
     head.eval()
+    logits = head.logits(emb)
     return {"test_loss": head(emb, y).mean().item(),
-            "test_acc": (head.logits(emb).argmax(1) == y).float().mean().item()}
+            "test_ce": F.cross_entropy(logits, y).item(),
+            "test_acc": (logits.argmax(1) == y).float().mean().item()}
 
 
 @torch.no_grad()
@@ -227,6 +270,7 @@ def lr_find(model: nn.Module, head: losses.Head, x: torch.Tensor, y: torch.Tenso
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        h.step()
         avg = 0.98 * avg + 0.02 * loss.item()
         smooth = avg / (1 - 0.98 ** (i + 1))
         rows.append({"lr": lr, "loss": smooth})
@@ -248,12 +292,16 @@ class Trained:
     from_cache: bool = False
 
 
-def _source_hash() -> str:
-    """Hash of the code that defines models, heads and training, so a code change invalidates caches."""
+TRAINING_CODE = ("models.py", "losses.py", "train.py")
+
+
+def source_hash(names: tuple[str, ...] = TRAINING_CODE) -> str:
+    """Hash of `utils` modules' source (default: what defines models, heads and training), so a code
+    change invalidates what was computed with the old code."""
     here = Path(__file__).resolve().parent
     h = hashlib.sha1()
-    for name in ("models.py", "losses.py", "train.py"):
-        h.update((here / name).read_bytes())
+    for name in names:
+        h.update(name.encode() + b"\0" + (here / name).read_bytes())
     return h.hexdigest()[:12]
 
 
@@ -268,7 +316,7 @@ def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
 def train(data: ImageData, head: str = "softmax", *, arch: str = "cnn", emb_dim: int = 64,
           hparams: dict | None = None, epochs: int = 15, bs: int = 128, lr: float = 3e-3,
           wd: float = 1e-2, augment: int = 0, mixup: float = 0.0, seed: int = 0,
-          arch_kw: dict | None = None, cache: bool = True, progress: bool = True) -> Trained:
+          arch_kw: dict | None = None, cache: bool = True, progress: bool | None = None) -> Trained:
     """Seed, build `arch` + `head`, fit on `data`'s train split (test split as validation), cache.
 
     The cache key covers every argument, the training data's content and the training code, so a
@@ -278,7 +326,7 @@ def train(data: ImageData, head: str = "softmax", *, arch: str = "cnn", emb_dim:
     config = dict(arch=arch, arch_kw=arch_kw, emb_dim=emb_dim, head=head, hparams=hparams,
                   epochs=epochs, bs=bs, lr=lr, wd=wd, augment=augment, mixup=mixup, seed=seed,
                   data=data_fingerprint(data.x_train, data.y_train),
-                  test=data_fingerprint(data.x_test, data.y_test), code=_source_hash())
+                  test=data_fingerprint(data.x_test, data.y_test), code=source_hash())
     key = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / "models" / f"{arch}-{head}-{key}.pt"
     seed_everything(seed)
@@ -294,9 +342,8 @@ def train(data: ImageData, head: str = "softmax", *, arch: str = "cnn", emb_dim:
                augment=augment, mixup=mixup, valid=(data.x_test, data.y_test), seed=seed,
                progress=progress)
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"model": net.state_dict(), "head": hd.state_dict(),
-                    "history": hist.to_dict("list"), "config": config}, path)
+        atomic_save({"model": net.state_dict(), "head": hd.state_dict(),
+                     "history": hist.to_dict("list"), "config": config}, path)
     return Trained(net, hd, hist, key, config, False)
 
 
@@ -309,7 +356,7 @@ def compare(data: ImageData, heads: dict[str, tuple[str, dict]], seeds: list[int
             r = train(data, head, hparams=hparams, seed=seed, progress=progress, **train_kw)
             last = r.history.iloc[-1]
             rows.append({"method": label, "head": head, "seed": seed, "test_acc": float(last["test_acc"]),
-                         "test_loss": float(last["test_loss"]), "train_seconds": float(r.history["seconds"].sum()),
+                         "test_ce": float(last["test_ce"]), "test_loss": float(last["test_loss"]), "train_seconds": float(r.history["seconds"].sum()),
                          "from_cache": r.from_cache})
     return pd.DataFrame(rows)
 
