@@ -27,7 +27,7 @@ benchmark: setup  ## utils training loop vs the fastai image-folder pipeline, on
 	$(BIN)/python scripts/benchmark_fastai.py
 
 table: setup  ## README's softmax vs L2-constrained table: 15 epochs, 3 seeds
-	$(BIN)/python scripts/compare_heads.py --dataset mnist --heads softmax l2softmax --seeds 0 1 2 --epochs 15
+	$(BIN)/python scripts/compare_heads.py --dataset mnist --heads softmax l2softmax --seeds 0 1 2 --epochs 15 --hparams '{"l2softmax": {"alpha": 16.0}}'
 
 lab: setup
 	$(BIN)/jupyter lab notebooks/
