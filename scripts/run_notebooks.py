@@ -20,6 +20,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -64,20 +65,17 @@ def execute(nb: Path, out: Path, mode: str, dataset: str | None, results: Path, 
     source = out.with_name(f".{nb.stem}.source.ipynb")
     strip_injected(nb, source)
     env = {"DML_RESULTS": str(results), MODE_ENV: mode, "DML_PROGRESS": "0"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     t0 = time.perf_counter()
     row = {"notebook": nb.name, "mode": mode}
     try:
-        pm.execute_notebook(str(source), str(out), parameters=params, cwd=str(NOTEBOOKS), kernel_name="python3",
-                            progress_bar=False, execution_timeout=timeout)
+        with mock.patch.dict(os.environ, env):  # the kernel inherits them; restored afterwards
+            pm.execute_notebook(str(source), str(out), parameters=params, cwd=str(NOTEBOOKS),
+                                kernel_name="python3", progress_bar=False, execution_timeout=timeout)
         row["status"] = "ok"
     except Exception as e:  # papermill raises PapermillExecutionError with the failing cell
         row["status"] = "FAILED"
         row["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:300] if str(e).strip() else ''}"
     finally:
-        for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
         source.unlink(missing_ok=True)
     row["seconds"] = round(time.perf_counter() - t0, 1)
     row["results"] = json.loads(results.read_text()) if results.is_file() else {}
