@@ -37,7 +37,7 @@ def results(out: Path, stem: str) -> dict:
 
 
 def test_there_are_notebooks():
-    assert [p.name[:2] for p in NOTEBOOKS][:8] == ["01", "02", "03", "04", "05", "06", "07", "08"]
+    assert [p.name[:2] for p in NOTEBOOKS][:10] == ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10"]
 
 
 def test_smoke_run_passes_and_writes_summary(smoke):
@@ -230,6 +230,25 @@ def test_a_learner_s_mode_runs_even_under_a_runner(tmp_path, monkeypatch):
     monkeypatch.setenv("DML_PROGRESS", "0")
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
     assert json.loads((tmp_path / "r.json").read_text())["mode"] == "smoke"
+
+
+def test_09_pair_and_triplet_losses_verify_unseen_people(smoke):
+    r = results(smoke[0], "09_siamese_triplets_faces")
+    assert r["att_verification_acc_seen_people"] > 0.75            # balanced pairs: chance is 0.5
+    assert r["att_verification_acc_unseen_people"] > 0.6
+    assert r["att_unseen_best_auc"] > 0.75
+    learned = [v for k, v in r.items() if k.startswith("att_unseen_auc_") and "pixels" not in k]
+    assert len(learned) == 7 and all(0.5 < v <= 1 for v in learned)
+    assert r["att_active_triplets_end"] < r["att_active_triplets_start"]   # triplets become easy as it learns
+
+
+def test_10_one_shot_far_above_chance(smoke):
+    r = results(smoke[0], "10_one_shot_omniglot")
+    assert 0.1 < r["omniglot_20way_1shot_acc_pixels"] < 0.5          # chance is 0.05
+    methods = [k for k in r if k.startswith("omniglot_20way_1shot_acc_") and "pixels" not in k]
+    assert len(methods) == 7                                          # six methods and the ensemble
+    assert r["omniglot_20way_1shot_acc"] > 0.3 and r["omniglot_20way_1shot_acc"] == max(r[k] for k in methods)
+    assert sum(r[k] > 0.25 for k in methods) >= 5
 
 
 # ------------------------------------------------------------------ prose that matches the outputs

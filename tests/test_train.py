@@ -384,3 +384,57 @@ def test_train_cache_is_written_atomically(tiny_digits, isolated_env, monkeypatc
     monkeypatch.setattr(torch, "save", real_save)
     assert not list((isolated_env / "models").glob("*.pt"))
     assert not train.train(tiny_digits, "softmax", **TRAIN_KW).from_cache
+
+
+# ----------------------------------------------------------------------------- affine, P×K batches, pair heads
+def test_random_affine_is_seeded_float_and_keeps_a_blob_in_view():
+    x = torch.zeros(4, 1, 16, 16, dtype=torch.uint8)
+    x[:, :, 6:10, 6:10] = 255
+    out = train.random_affine(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.dtype == torch.float32 and 0 <= out.min() and out.max() <= 1
+    assert torch.equal(out, train.random_affine(x, torch.Generator().manual_seed(0)))
+    assert not torch.allclose(out[0], out[1])                         # one distortion per image
+    mass = out.sum((1, 2, 3)) / (x.float() / 255).sum((1, 2, 3))
+    assert ((mass > 0.7) & (mass < 1.3)).all()                        # scaled ±10 %, area ±21 %
+    ident = train.random_affine(x, torch.Generator().manual_seed(0), degrees=0, scale=0, shear=0, translate=0)
+    assert torch.allclose(ident, x.float() / 255, atol=1e-5)
+
+
+def test_fit_with_a_pk_sampler_sees_p_classes_of_k_per_batch(monkeypatch):
+    from utils.pairs import PKSampler
+
+    seen = []
+
+    class Spy(losses.make("contrastive", 8, 4).__class__):
+        def forward(self, x, y):
+            seen.append(torch.bincount(y, minlength=4))
+            return super().forward(x, y)
+    x, y = tiny_batch(n=40, n_classes=4)
+    head = Spy(emb_dim=8, n_classes=4)
+    hist = train.fit(tiny_net(), head, x, y, epochs=2, sampler=PKSampler(2, 3), seed=0, progress=False,
+                     valid=(x, y))
+    assert len(seen) == 2 * (40 // 6)
+    assert all(sorted(c.tolist())[-2:] == [3, 3] and int((c > 0).sum()) == 2 for c in seen)
+    assert "test_acc" not in hist and hist.train_loss.notna().all()   # no logits: no test accuracy
+
+
+@pytest.mark.parametrize("head, hp", [("contrastive", {}), ("triplet", {"mining": "batch_hard"}), ("siamese", {})])
+def test_pair_heads_train_through_train_and_are_cached(tiny_digits, head, hp, isolated_env):
+    r = train.train(tiny_digits, head, hparams=hp, epochs=2, pk=(4, 4), emb_dim=8, arch_kw={"width": 4},
+                    progress=False)
+    assert r.config["pk"] == [4, 4] and r.config["bs"] == 16 and list(r.history.columns[:2]) == ["epoch", "train_loss"]
+    again = train.train(tiny_digits, head, hparams=hp, epochs=2, pk=(4, 4), emb_dim=8, arch_kw={"width": 4},
+                        progress=False)
+    assert again.from_cache and again.key == r.key
+    other = train.train(tiny_digits, head, hparams=hp, epochs=2, pk=(2, 8), emb_dim=8, arch_kw={"width": 4},
+                        progress=False, cache=False)
+    assert other.key != r.key
+
+
+def test_validate_false_skips_test_metrics_and_affine_is_keyed(tiny_digits):
+    r = train.train(tiny_digits, "softmax", epochs=1, validate=False, emb_dim=8, arch_kw={"width": 4},
+                    progress=False, cache=False)
+    assert "test_acc" not in r.history
+    a = train.train(tiny_digits, "softmax", epochs=1, affine={}, emb_dim=8, arch_kw={"width": 4},
+                    progress=False, cache=False)
+    assert a.key != r.key and a.config["affine"] == {} and "test_acc" in a.history

@@ -426,16 +426,6 @@ def run_budgets(data_by_name: dict[str, ImageData], grids: dict[str, tuple[list[
     return pd.concat(parts, ignore_index=True)
 
 
-def rows_of(df: pd.DataFrame, settings: list[Setting], budget: Budget, methods: dict | None,
-            mixups, data_by_name: dict[str, ImageData]) -> pd.DataFrame:
-    """The rows of a results table that belong to this grid (settings, budget, methods, mixups, cases,
-    and the config hash of this data and code)."""
-    methods = losses.METHODS if methods is None else methods
-    cells = grid(settings, methods, budget, mixups)
-    wanted = {_key_of(*c, budget, cfg) for c, cfg in zip(cells, _configs(data_by_name, cells, methods, budget))}
-    return df[[cell_key(r) in wanted for r in df.to_dict("records")]].reset_index(drop=True)
-
-
 # ----------------------------------------------------------------------------- summaries
 def setting_labels(df: pd.DataFrame) -> list[str]:
     """Each row's setting as `Setting.label` writes it ("mnist k=5 cosine")."""

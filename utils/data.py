@@ -1,21 +1,31 @@
 """Data sets as in-memory tensors: uint8 images N×C×H×W, int64 labels, class names, provenance.
 
 `load(name)` looks for local copies first (explicit `root`, `$DML_DATA`, the project's `data/`,
-Debian's `/usr/share/datasets`), then downloads through torchvision. `digits` (scikit-learn's
-bundled 8×8 digits, upscaled to 28×28) and `photos` (32×32 patches of scikit-learn's two bundled
-photos, an offline stand-in for natural images) work on any machine, offline.
+Debian's `/usr/share/datasets`), then downloads (torchvision; scikit-learn for the faces). `digits`
+(scikit-learn's bundled 8×8 digits, upscaled to 28×28) and `photos` (32×32 patches of scikit-learn's
+two bundled photos, an offline stand-in for natural images) work on any machine, offline.
+
+For recognising classes never seen in training: `att_faces` (the AT&T / ORL faces, 40 people × 10
+images) and `omniglot` (handwritten characters of many alphabets, 20 drawers each), with
+`load_oneshot_runs()` (Lake et al.'s official 20-way one-shot episodes, for evaluation only),
+`hold_out` (a split by class), `rotations` (rotated characters as new classes) and `resize`.
 """
 from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import pickle
+import re
 import secrets
+import shutil
 import warnings
+import zipfile
 import zlib
+from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
@@ -30,21 +40,48 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck"]
+FACE_CLASSES = [f"s{i}" for i in range(1, 41)]        # the AT&T faces' folders s1..s40, one per person
+FACES_TRAIN = 7              # AT&T faces: images 1–7 of every person train, 8–10 test
+OMNIGLOT_TEST_DRAWERS = 4    # Omniglot: per character, the last 4 drawers (by drawer id) test, the rest train
+ONESHOT_URL = "https://github.com/brendenlake/omniglot/raw/master/python/one-shot-classification/all_runs.zip"
 
 # name -> (folder names to look for under a data root, class names)
 KNOWN = {
     "mnist": (["mnist", "MNIST"], MNIST_CLASSES),
     "fashion_mnist": (["fashion_mnist", "fashion-mnist", "FashionMNIST"], FASHION_CLASSES),
     "cifar10": (["cifar10", "cifar-10", "CIFAR10"], CIFAR10_CLASSES),
+    "att_faces": (["att_faces", "att-faces", "orl_faces"], FACE_CLASSES),
+    "omniglot": (["omniglot", "Omniglot", "omniglot-py"], []),    # class names come from the data
     "digits": ([], MNIST_CLASSES),
     "photos": ([], ["china", "flower"]),
 }
 NAMES = sorted(KNOWN)
 
+# name -> (what to put under <root>/<folder>/ for a local copy, what else to do): `load`'s fix message
+HOW_TO_GET = {
+    "mnist": ("the four idx .gz files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+              "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz)",
+              "or use the offline data set 'digits' (scikit-learn's bundled handwritten digits)"),
+    "cifar10": ("train/<class>/ and test/<class>/ image folders, or CIFAR-10's python pickles "
+                "(data_batch_1..5, test_batch)",
+                "or use the offline data set 'digits' (or 'photos', natural-image patches)"),
+    "att_faces": ("the folders s1/ … s40/ of the AT&T faces, each holding 1.pgm … 10.pgm",
+                  "or allow the download (download=True, DML_OFFLINE unset): scikit-learn's Olivetti copy"),
+    "omniglot": ("images_background_small1.zip and images_background_small2.zip, or the full "
+                 "images_background.zip (github.com/brendenlake/omniglot, python/), or it extracted",
+                 "or allow the download (download=True, DML_OFFLINE unset): torchvision's Omniglot"),
+}
+HOW_TO_GET["fashion_mnist"] = HOW_TO_GET["mnist"]
+
 
 @dataclass
 class ImageData:
-    """A train/test split held as tensors. Images are uint8 N×C×H×W, labels int64."""
+    """A train/test split held as tensors. Images are uint8 N×C×H×W, labels int64.
+
+    `info` holds anything else a data set knows (e.g. Omniglot's alphabets). Entries named
+    `<what>_train` / `<what>_test` that are tensors hold one value per image of that split, and are
+    kept in step by `select`, `per_class`, `hold_out` and `rotations`.
+    """
     x_train: torch.Tensor
     y_train: torch.Tensor
     x_test: torch.Tensor
@@ -53,6 +90,7 @@ class ImageData:
     source: str
     name: str = ""
     notes: list[str] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
 
     def __repr__(self) -> str:
         c, h, w = self.x_train.shape[1:]
@@ -64,17 +102,66 @@ class ImageData:
         tr, te = select_classes(self.x_train, self.y_train, classes, relabel), \
             select_classes(self.x_test, self.y_test, classes, relabel)
         names = [self.classes[c] for c in classes] if relabel else self.classes
+        keep = [torch.isin(y, torch.tensor(list(classes), dtype=y.dtype)) for y in (self.y_train, self.y_test)]
         return replace(self, x_train=tr[0], y_train=tr[1], x_test=te[0], y_test=te[1], classes=names,
-                       name=f"{self.name}[{','.join(map(str, classes))}]")
+                       name=f"{self.name}[{','.join(map(str, classes))}]", info=self._info_at(*keep))
 
     def per_class(self, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> "ImageData":
         """Subsample at most `n_train` / `n_test` images per class (seeded; None keeps all)."""
         if n_train is None and n_test is None:
             return self
-        x_tr, y_tr = sample_per_class(self.x_train, self.y_train, n_train, seed)
-        x_te, y_te = sample_per_class(self.x_test, self.y_test, n_test, seed)
-        return replace(self, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te,
-                       name=f"{self.name}[n={n_train}/{n_test},seed={seed}]")
+        tr, te = per_class_index(self.y_train, n_train, seed), per_class_index(self.y_test, n_test, seed)
+        return replace(self, x_train=self.x_train[tr], y_train=self.y_train[tr], x_test=self.x_test[te],
+                       y_test=self.y_test[te], name=f"{self.name}[n={n_train}/{n_test},seed={seed}]",
+                       info=self._info_at(tr, te))
+
+    def resized(self, height: int, width: int) -> "ImageData":
+        """Both splits resized to height×width (antialiased bilinear, rounded to uint8; see `resize`)."""
+        return replace(self, x_train=resize(self.x_train, height, width), x_test=resize(self.x_test, height, width),
+                       name=f"{self.name}[{height}×{width}]")
+
+    def merged(self) -> "ImageData":
+        """Every image in the training split (train then test; the test split stays as it was): for
+        training on all there is when the evaluation lies elsewhere, e.g. Omniglot's one-shot runs."""
+        info = dict(self.info)
+        for k in per_image_keys(info):
+            info[f"{k}_train"] = torch.cat([info[f"{k}_train"], info[f"{k}_test"]])
+        return replace(self, x_train=torch.cat([self.x_train, self.x_test]), info=info,
+                       y_train=torch.cat([self.y_train, self.y_test]), name=f"{self.name}[all images]")
+
+    def _info_at(self, train: torch.Tensor, test: torch.Tensor) -> dict:
+        """`info` with its per-image entries indexed like the images (`train` / `test`: indices or masks)."""
+        info = dict(self.info)
+        for k in per_image_keys(info):
+            info[f"{k}_train"], info[f"{k}_test"] = info[f"{k}_train"][train], info[f"{k}_test"][test]
+        return info
+
+
+def per_image_keys(info: dict) -> list[str]:
+    """The names `k` of `info`'s per-image entries: tensors `<k>_train` and `<k>_test`."""
+    return [k[:-len("_train")] for k, v in info.items()
+            if k.endswith("_train") and torch.is_tensor(v) and torch.is_tensor(info.get(k[:-len("_train")] + "_test"))]
+
+
+@dataclass
+class Episode:
+    """One N-way one-shot task: match every query to the support image of the same character.
+
+    `support` and `query` are uint8 N×1×H×W images (ink 255 on background 0, as `load("omniglot")`);
+    `answer[i]` (int64) is the index into `support` of query i's character.
+    """
+    name: str
+    support: torch.Tensor
+    query: torch.Tensor
+    answer: torch.Tensor
+
+    def __repr__(self) -> str:
+        return f"Episode({self.name!r}: {len(self.support)} support, {len(self.query)} queries, " \
+               f"{'×'.join(map(str, self.support.shape[1:]))})"
+
+    def resized(self, height: int, width: int) -> "Episode":
+        """Support and queries resized to height×width (see `resize`)."""
+        return replace(self, support=resize(self.support, height, width), query=resize(self.query, height, width))
 
 
 class DataNotFound(FileNotFoundError):
@@ -299,6 +386,163 @@ def read_cifar_pickles(folder: str | Path) -> tuple[torch.Tensor, ...] | None:
     return (*read(train_files), *read([folder / "test_batch"]))
 
 
+def _natural_key(name: str) -> list:
+    """Sort key that orders numbers by value: "s2" before "s10", "class9" before "class10"."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def read_att_faces(folder: str | Path) -> tuple[tuple[torch.Tensor, ...], list[str]] | None:
+    """The AT&T (ORL) faces, `folder/s1..s40/1..10.pgm` -> tensors and class names, or None if absent.
+
+    Images uint8 N×1×112×92 (any other size is resized to it). Label k is the k-th person folder in
+    numeric order (s1, s2, …, s10, not s1, s10, s2); per person, the first `FACES_TRAIN` = 7 images
+    (numeric order) train, the rest (8–10) test; both splits in person-then-image order.
+    """
+    folder = Path(folder)
+    people = sorted((p for p in folder.iterdir() if p.is_dir() and re.fullmatch(r"s\d+", p.name)),
+                    key=lambda p: _natural_key(p.name))
+    if not people:
+        return None
+    split: dict[str, tuple[list, list]] = {"train": ([], []), "test": ([], [])}
+    for label, person in enumerate(people):
+        files = sorted((f for f in person.iterdir() if re.fullmatch(r"\d+\.pgm", f.name, re.IGNORECASE)),
+                       key=lambda f: int(f.stem))
+        if len(files) <= FACES_TRAIN:
+            raise ValueError(f"{person} holds {len(files)} <n>.pgm images; every person needs more than "
+                             f"{FACES_TRAIN} (the AT&T faces have 10: 7 train, 3 test)")
+        for i, f in enumerate(files):
+            images, labels = split["train" if i < FACES_TRAIN else "test"]
+            images.append(_decode_image(f))
+            labels.append(label)
+    (tr, ytr), (te, yte) = split.values()
+    xtr, xte = _stack_images([(folder, tr), (folder, te)], size=(112, 92))
+    return (xtr, torch.tensor(ytr), xte, torch.tensor(yte)), [p.name for p in people]
+
+
+def _ink(png: bytes) -> np.ndarray:
+    """An Omniglot drawing (black ink on white) -> uint8 H×W with ink 255 on background 0."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as im:
+        return 255 - np.asarray(im.convert("L"))
+
+
+def _omniglot_sources(folder: Path) -> list[Path]:
+    """Omniglot background-set files in `folder`: the full set (extracted or zipped) if there, else
+    the two small sets' zips (whichever of them are there)."""
+    for full in (folder / "images_background", folder / "images_background.zip"):
+        if full.exists():
+            return [full]
+    return sorted(folder.glob("images_background_small*.zip"))
+
+
+def _omniglot_drawings(source: Path):
+    """(alphabet, character, file name, PNG bytes) of each drawing in a folder or zip laid out as
+    `[<set>/]<alphabet>/<character>/<file>.png`."""
+    if source.is_dir():
+        for rel, real in _files_under(source):
+            if rel.endswith(".png") and len(Path(rel).parts) >= 3:
+                yield (*Path(rel).parts[-3:], Path(real).read_bytes())
+        return
+    with zipfile.ZipFile(source) as z:
+        for entry in z.infolist():
+            parts = PurePosixPath(entry.filename).parts
+            if entry.filename.endswith(".png") and len(parts) >= 3 and "__MACOSX" not in parts:
+                yield (*parts[-3:], z.read(entry))
+
+
+def read_omniglot(folder: str | Path) -> tuple | None:
+    """Omniglot's background set from `folder` -> (tensors, classes, info, notes), or None if absent.
+
+    Reads `images_background/` or `images_background.zip` (all 964 characters of 30 alphabets) if
+    there, else `images_background_small1.zip` and `…small2.zip` (zips read directly, never
+    extracted). The small sets share Greek and Latin: a drawing, identified by (alphabet, character,
+    drawer), is kept once; the copies must be identical. Images uint8 N×1×105×105 with ink 255 on
+    background 0 (MNIST's light-on-dark, the inverse of the files). Label = character index, sorted
+    by alphabet then character. Split within each character, by drawer: the last
+    `OMNIGLOT_TEST_DRAWERS` = 4 drawers test, the others (16 of the 20) train.
+    """
+    folder = Path(folder)
+    sources = _omniglot_sources(folder)
+    if not sources:
+        return None
+    drawings: dict[tuple[str, str], dict[int, tuple[bytes, str]]] = defaultdict(dict)
+    for src in sources:
+        for alphabet, character, file, png in _omniglot_drawings(src):
+            m = re.fullmatch(r"\d+_(\d+)\.png", file)
+            if m is None:
+                raise ValueError(f"{src}: {alphabet}/{character}/{file} is not named <id>_<drawer>.png")
+            seen = drawings[alphabet, character].setdefault(int(m[1]), (png, src.name))
+            if seen[0] != png:
+                raise ValueError(f"{alphabet}/{character}/{file} differs between {seen[1]} and {src.name}; "
+                                 f"keep only one of them (the official zips hold identical copies)")
+    if not drawings:
+        raise DataNotFound(f"{' and '.join(map(str, sources))} hold no <alphabet>/<character>/<id>_<drawer>.png")
+    characters = sorted(drawings)
+    alphabets = sorted({a for a, _ in characters})
+    split: dict[str, tuple[list, ...]] = {s: ([], [], [], []) for s in ("train", "test")}  # x, y, alphabet, drawer
+    for label, (alphabet, character) in enumerate(characters):
+        drawers = sorted(drawings[alphabet, character])
+        for i, drawer in enumerate(drawers):
+            xs, ys, alpha, drawer_ids = split["train" if i < len(drawers) - OMNIGLOT_TEST_DRAWERS else "test"]
+            xs.append(_ink(drawings[alphabet, character][drawer][0]))
+            ys.append(label)
+            alpha.append(alphabets.index(alphabet))
+            drawer_ids.append(drawer)
+    shapes = {x.shape for xs, *_ in split.values() for x in xs}
+    if len(shapes) > 1:
+        raise ValueError(f"{folder}: Omniglot drawings differ in size {sorted(shapes)[:3]} (expected all 105×105)")
+    out, info = [], {"alphabets": alphabets}
+    for s, (xs, ys, alpha, drawer) in split.items():
+        x = torch.from_numpy(np.stack(xs)).unsqueeze(1) if xs else torch.zeros(0, 1, 105, 105, dtype=torch.uint8)
+        out += [x, torch.tensor(ys, dtype=torch.int64)]
+        info[f"alphabet_{s}"] = torch.tensor(alpha, dtype=torch.int64)
+        info[f"drawer_{s}"] = torch.tensor(drawer, dtype=torch.int64)
+    notes = [f"Omniglot background set from {' + '.join(s.name for s in sources)}: {len(characters)} characters of "
+             f"{len(alphabets)} alphabets; per character the last {OMNIGLOT_TEST_DRAWERS} drawers are the test split"]
+    return tuple(out), [f"{a}/{c}" for a, c in characters], info, notes
+
+
+def read_oneshot_runs(path: str | Path) -> list[Episode]:
+    """Lake et al.'s `all_runs.zip` -> one `Episode` per `runNN/` (see `load_oneshot_runs`).
+
+    Each run holds `training/classNN.png` (the support), `test/itemNN.png` (the queries) and
+    `class_labels.txt`, one line `runNN/test/itemNN.png runNN/training/classMM.png` per query.
+    """
+    path = Path(path)
+    try:
+        z = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as e:
+        raise ValueError(f"{path} is not a zip file (an interrupted download?); delete it and fetch it again") from e
+    episodes = []
+    with z:
+        names = set(z.namelist())
+        runs = sorted({n.split("/")[0] for n in names if n.count("/") == 1 and n.endswith("/class_labels.txt")},
+                      key=_natural_key)
+        if not runs:
+            raise ValueError(f"{path} holds no runNN/class_labels.txt: not Lake et al.'s all_runs.zip")
+        for run in runs:
+            support, query = ([n for n in sorted(names, key=_natural_key) if n.startswith(f"{run}/{part}/")
+                               and n.endswith(".png")] for part in ("training", "test"))
+            key = {}
+            for line in z.read(f"{run}/class_labels.txt").decode().splitlines():
+                if line.strip():
+                    if len(line.split()) != 2:
+                        raise ValueError(f"{path}: {run}/class_labels.txt: {line!r} is not '<query> <support>'")
+                    q, s = line.split()
+                    key[q] = s
+            answer = []
+            for q in query:
+                if key.get(q) not in support:
+                    raise ValueError(f"{path}: {run}/class_labels.txt gives {q} no match among {run}/training/*.png "
+                                     f"(it says {key.get(q)!r})")
+                answer.append(support.index(key[q]))
+            images = [torch.from_numpy(np.stack([_ink(z.read(n)) for n in files])).unsqueeze(1)
+                      for files in (support, query)]
+            episodes.append(Episode(run, *images, torch.tensor(answer, dtype=torch.int64)))
+    return episodes
+
+
 def load_digits28() -> ImageData:
     """scikit-learn's 1,797 bundled 8×8 digits, upscaled to 28×28 uint8 (a fixed 75/25 split, seed 0)."""
     from sklearn.datasets import load_digits
@@ -352,7 +596,11 @@ def search_roots(root: str | Path | None = None) -> list[tuple[Path, str]]:
 
 
 def _read_local(name: str, folder: Path):
-    """Try every format we know in `folder`; return (tensors, classes) or None."""
+    """Try every format we know in `folder`; return (tensors, classes[, info, notes]) or None."""
+    if name == "att_faces":
+        return read_att_faces(folder)
+    if name == "omniglot":
+        return read_omniglot(folder)
     if name in ("mnist", "fashion_mnist"):
         t = read_idx_folder(folder)
         return (t, None) if t is not None else None
@@ -440,7 +688,77 @@ def _cached(name: str, folder: Path, reader):
     return got
 
 
-def _download(name: str, dest: Path) -> tuple[torch.Tensor, ...]:
+def _local_folders(name: str, root: str | Path | None) -> list[tuple[Path, str]]:
+    """Folders that may hold a local copy of `name`, in search order, as (folder, how to print it)."""
+    out = []
+    for r, label in search_roots(root):
+        for sub in KNOWN[name][0] + ([""] if root is not None and label == str(root) else []):
+            if name == "fashion_mnist" and r == DEBIAN_DATA and sub != "fashion-mnist":
+                continue
+            out.append((r / sub if sub else r, f"{label}/{sub}" if sub else label))
+    return out
+
+
+def _why_not_download(download: bool) -> str | None:
+    """None if a download may be tried, else why not."""
+    if not download:
+        return "download disabled"
+    if os.environ.get("DML_OFFLINE"):
+        return "offline: DML_OFFLINE is set"
+    return None
+
+
+def _fetch(url: str, path: Path) -> None:
+    """Download `url` to `path`, all or nothing (a temporary file in the same folder, then `os.replace`)."""
+    import urllib.request
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as f:
+            shutil.copyfileobj(response, f)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _download_olivetti(dest: Path) -> ImageData:
+    """The AT&T faces online: scikit-learn's Olivetti copy (400 faces, 64×64 floats in [0, 1], 10
+    consecutive images per person), as uint8 resized to 112×92, split 7/3 per person like the originals."""
+    from sklearn.datasets import fetch_olivetti_faces
+
+    d = fetch_olivetti_faces(data_home=str(dest))
+    x = torch.from_numpy(np.rint(np.asarray(d.images, dtype=np.float64) * 255).clip(0, 255).astype(np.uint8))
+    x = resize(x.unsqueeze(1), 112, 92)
+    y = torch.as_tensor(np.asarray(d.target), dtype=torch.int64)
+    rank = torch.tril(y[:, None] == y[None], diagonal=-1).sum(1)     # position of each image among its person's
+    train = rank < FACES_TRAIN
+    data = ImageData(x[train], y[train], x[~train], y[~train], FACE_CLASSES,
+                     f"downloaded by scikit-learn (fetch_olivetti_faces) into data/{dest.name}", "att_faces")
+    data.notes.append("the Olivetti copy of the AT&T faces: 64×64 crops, upsampled to 112×92 "
+                      "(blurrier than the originals, and with another framing)")
+    return data
+
+
+def _download_omniglot(dest: Path) -> ImageData:
+    """Omniglot's full background set online (964 characters), via torchvision, read like a local copy."""
+    import torchvision.datasets as tvd
+
+    ds = tvd.Omniglot(str(dest), background=True, download=True)
+    folder = Path(ds.target_folder).parent                       # dest/omniglot-py, holding images_background/
+    tensors, classes, info, notes = _cached("omniglot", folder, lambda: read_omniglot(folder))
+    return ImageData(*tensors, classes, f"downloaded by torchvision into data/{dest.name}/{folder.name}",
+                     "omniglot", [*notes, "downloaded by torchvision (Omniglot, background=True)"], info)
+
+
+def _download(name: str) -> ImageData:
+    """Fetch `name` online: torchvision into data/torchvision; the faces through scikit-learn."""
+    if name == "att_faces":
+        return _download_olivetti(PROJECT_DATA / "scikit_learn_data")
+    dest = PROJECT_DATA / "torchvision"
+    if name == "omniglot":
+        return _download_omniglot(dest)
     import torchvision.datasets as tvd
 
     cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
@@ -450,16 +768,18 @@ def _download(name: str, dest: Path) -> tuple[torch.Tensor, ...]:
         x = torch.as_tensor(np.asarray(ds.data))
         x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
         out += [x, torch.as_tensor(ds.targets, dtype=torch.int64)]
-    return tuple(out)
+    return ImageData(*out, KNOWN[name][1], "downloaded by torchvision into data/torchvision", name)
 
 
 def load(name: str, root: str | Path | None = None, download: bool = True,
          fallback: str | None = None) -> ImageData:
     """Load a data set by name (see `NAMES`) or from an image-folder path with train/ and test/.
 
-    Looks in `root`, `$DML_DATA`, the project's `data/`, `/usr/share/datasets`; then downloads with
-    torchvision if `download`. If all fail and `fallback` is given (e.g. "digits"), loads that instead
-    and says so; otherwise raises `DataNotFound` explaining where it looked and how to fix it.
+    Looks in `root`, `$DML_DATA`, the project's `data/`, `/usr/share/datasets` (each with the data
+    set's folder names, e.g. `<root>/mnist/`); then downloads if `download` (torchvision; for
+    `att_faces` scikit-learn's Olivetti copy). If all fail and `fallback` is given (e.g. "digits"),
+    loads that instead and says so; otherwise raises `DataNotFound` explaining where it looked and
+    how to fix it. See `read_att_faces` and `read_omniglot` for those two sets' formats and splits.
     """
     if name not in KNOWN:
         p = Path(name).expanduser()
@@ -478,34 +798,25 @@ def load(name: str, root: str | Path | None = None, download: bool = True,
 
     folders, classes = KNOWN[name]
     looked = []
-    for r, label in search_roots(root):
-        for sub in folders + ([""] if root is not None and label == str(root) else []):
-            folder = r / sub if sub else r
-            if name == "fashion_mnist" and r == DEBIAN_DATA and sub != "fashion-mnist":
-                continue
-            shown = f"{label}/{sub}" if sub else label
-            looked.append(shown)
-            if not folder.is_dir():
-                continue
-            got = _cached(name, folder, lambda f=folder: _read_local(name, f))
-            if got is None:
-                continue
-            tensors, found_classes = got
-            return ImageData(*tensors, found_classes or classes, f"local copy in {shown}", name)
-    problem = "download disabled"
-    if download and os.environ.get("DML_OFFLINE"):
-        problem = "offline: DML_OFFLINE is set"
-    elif download:
-        dest = PROJECT_DATA / "torchvision"
+    for folder, shown in _local_folders(name, root):
+        looked.append(shown)
+        if not folder.is_dir():
+            continue
+        got = _cached(name, folder, lambda f=folder: _read_local(name, f))
+        if got is None:
+            continue
+        tensors, found_classes, *more = got          # att_faces / omniglot also give info and notes
+        info, notes = more if more else ({}, [])
+        return ImageData(*tensors, found_classes or classes, f"local copy in {shown}", name, list(notes), info)
+    problem = _why_not_download(download)
+    if problem is None:
         try:
-            t = _download(name, dest)
-            return ImageData(*t, classes, "downloaded by torchvision into data/torchvision", name)
+            return _download(name)
         except Exception as e:  # offline, blocked, …
             problem = f"download failed: {type(e).__name__}: {str(e).splitlines()[0][:100]}"
+    what, alternative = HOW_TO_GET[name]
     msg = (f"could not load {name!r} ({problem}). Looked in: {', '.join(looked)}.\n"
-           f"Fix: put the four idx .gz files (MNIST / Fashion-MNIST) or train/<class>/ and test/<class>/ "
-           f"image folders (CIFAR-10) under <root>/{folders[0]}/ and set DML_DATA=<root>, or pass root=…; "
-           f"or use the offline data set 'digits' (scikit-learn's bundled handwritten digits).")
+           f"Fix: put {what} under <root>/{folders[0]}/ and set DML_DATA=<root>, or pass root=…; {alternative}.")
     if fallback:
         warnings.warn(f"{name!r} could not be loaded ({problem}); using {fallback!r} instead. "
                       f"Looked in: {', '.join(looked)}. To use the real data set, set DML_DATA "
@@ -514,6 +825,35 @@ def load(name: str, root: str | Path | None = None, download: bool = True,
         data.notes.append(f"{name!r} was not available ({problem}); using {fallback!r} instead")
         return data
     raise DataNotFound(msg)
+
+
+def load_oneshot_runs(root: str | Path | None = None, download: bool = True) -> list[Episode]:
+    """Lake et al.'s official 20-way one-shot task on Omniglot: 20 `Episode`s ("run01" … "run20").
+
+    Each run shows one drawing of each of 20 characters (the support) and 20 other drawings of the
+    same characters (the queries); `answer` gives each query's correct support. The characters come
+    from the evaluation alphabets, which `load("omniglot")` (the background set) never contains: an
+    evaluation set only, never train on it. Images as `load("omniglot")`: uint8 20×1×105×105, ink 255.
+
+    Reads `all_runs.zip` from `<root>/omniglot/` (looked up like `load`'s folders); if absent and
+    `download`, fetches it from the Omniglot repository into the project's `data/omniglot/`.
+    """
+    looked = []
+    for folder, shown in _local_folders("omniglot", root):
+        looked.append(f"{shown}/all_runs.zip")
+        if (folder / "all_runs.zip").is_file():
+            return read_oneshot_runs(folder / "all_runs.zip")
+    problem = _why_not_download(download)
+    if problem is None:
+        path = PROJECT_DATA / "omniglot" / "all_runs.zip"
+        try:
+            _fetch(ONESHOT_URL, path)
+            return read_oneshot_runs(path)
+        except Exception as e:  # offline, blocked, …
+            problem = f"download failed: {type(e).__name__}: {str(e).splitlines()[0][:100]}"
+    raise DataNotFound(f"could not load the Omniglot one-shot runs ({problem}). Looked in: {', '.join(looked)}.\n"
+                       f"Fix: put all_runs.zip ({ONESHOT_URL}) under <root>/omniglot/ and set DML_DATA=<root>, "
+                       f"or pass root=…; or allow the download (download=True, DML_OFFLINE unset).")
 
 
 # ----------------------------------------------------------------------------- selection
@@ -535,13 +875,20 @@ def sample_per_class(x: torch.Tensor, y: torch.Tensor, n: int | None,
     """At most `n` random samples of every class (seeded), in original order. None keeps all."""
     if n is None:
         return x, y
+    idx = per_class_index(y, n, seed)
+    return x[idx], y[idx]
+
+
+def per_class_index(y: torch.Tensor, n: int | None, seed: int = 0) -> torch.Tensor:
+    """Indices of at most `n` random samples of every class (seeded), ascending. None: all of them."""
+    if n is None:
+        return torch.arange(len(y))
     g = torch.Generator().manual_seed(seed)
     idx = []
     for c in torch.unique(y):
         members = torch.nonzero(y == c).flatten()
         idx.append(members[torch.randperm(len(members), generator=g)[:n]])
-    idx = torch.cat(idx).sort().values
-    return x[idx], y[idx]
+    return torch.cat(idx).sort().values if idx else torch.zeros(0, dtype=torch.int64)
 
 
 def to_gray28(x: torch.Tensor) -> torch.Tensor:
@@ -562,3 +909,85 @@ def to_gray28(x: torch.Tensor) -> torch.Tensor:
     if tuple(xf.shape[-2:]) != (28, 28):
         xf = F.interpolate(xf, size=(28, 28), mode="bilinear", antialias=True, align_corners=False)
     return xf.round().clamp(0, 255).to(torch.uint8)
+
+
+def resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """uint8 images N×C×H×W -> N×C×height×width: antialiased bilinear, rounded back to uint8.
+
+    Images already of that size are returned as they are. Works in chunks, so a large set never
+    needs one float copy of everything at once.
+    """
+    if x.ndim != 4:
+        raise ValueError(f"resize needs images N×C×H×W, got shape {tuple(x.shape)}; add a batch axis with x[None]")
+    if tuple(x.shape[-2:]) == (height, width):
+        return x
+    if len(x) == 0:
+        return x.new_zeros((0, x.shape[1], height, width))
+    return torch.cat([F.interpolate(chunk.float(), size=(height, width), mode="bilinear", antialias=True,
+                                    align_corners=False).round().clamp(0, 255).to(torch.uint8)
+                      for chunk in x.split(2048)])
+
+
+# ----------------------------------------------------------------------------- unseen classes
+def hold_out(data: ImageData, test_classes: list[int]) -> ImageData:
+    """A split for recognising classes never seen in training, e.g. people or characters.
+
+    train = every image (both splits) of the other classes, relabelled 0..k-1 in their order;
+    test = every image (both splits) of `test_classes`, relabelled 0..m-1 in the order given.
+    `classes` names the train classes; `info["test_classes"]` the test ones (the test labels index
+    it, not `classes`). Per-image `info` entries follow their images.
+    """
+    n, test_classes = len(data.classes), [int(c) for c in test_classes]
+    unknown = [c for c in test_classes if not 0 <= c < n]
+    if unknown:
+        raise ValueError(f"hold_out: unknown class indices {unknown}; {data.name!r} has classes 0..{n - 1}")
+    twice = sorted({c for c in test_classes if test_classes.count(c) > 1})
+    if twice:
+        raise ValueError(f"hold_out: class indices {twice} are given more than once; list each class once")
+    if not 0 < len(test_classes) < n:
+        raise ValueError(f"hold_out: hold out at least one class and keep at least one of the {n} for training")
+    train_classes = [c for c in range(n) if c not in test_classes]
+    held = ",".join(map(str, test_classes)) if len(test_classes) <= 5 else f"{len(test_classes)} classes"
+    x, y = torch.cat([data.x_train, data.x_test]), torch.cat([data.y_train, data.y_test])
+    (x_tr, y_tr), (x_te, y_te) = select_classes(x, y, train_classes), select_classes(x, y, test_classes)
+    info = dict(data.info, test_classes=[data.classes[c] for c in test_classes])
+    for k in per_image_keys(data.info):
+        both = torch.cat([data.info[f"{k}_train"], data.info[f"{k}_test"]])
+        for split, classes in (("train", train_classes), ("test", test_classes)):
+            info[f"{k}_{split}"] = both[torch.isin(y, torch.tensor(classes, dtype=y.dtype))]
+    return replace(data, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te,
+                   classes=[data.classes[c] for c in train_classes], info=info,
+                   name=f"{data.name}[held out {held}]")
+
+
+def rotations(data: ImageData) -> ImageData:
+    """Omniglot-style augmentation: every image rotated by 0°, 90°, 180° and 270°, each a new class.
+
+    Santoro et al. 2016, Vinyals et al. 2016: a character turned by 90° is a character of its own.
+    Both splits get 4× the images (rotation r = 0..3, by `torch.rot90` counter-clockwise, in blocks
+    r = 0, 1, 2, 3); class c rotated by r·90° becomes class r·n + c with n classes, named "<name>@90"
+    etc. (0° keeps its name). After `hold_out`, the test split uses n = len(info["test_classes"]).
+    Needs square images.
+    """
+    if data.x_train.shape[-1] != data.x_train.shape[-2]:
+        raise ValueError(f"rotations needs square images, got {tuple(data.x_train.shape[-2:])}; "
+                         f"make them square first, e.g. data.resized(s, s)")
+
+    def names(classes: list[str]) -> list[str]:
+        return [c if r == 0 else f"{c}@{90 * r}" for r in range(4) for c in classes]
+
+    def rot(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.rot90(x, r, dims=(-2, -1)) for r in range(4)])
+
+    n_train = len(data.classes)
+    n_test = len(data.info["test_classes"]) if "test_classes" in data.info else n_train
+    info = dict(data.info)
+    for k in per_image_keys(info):
+        for split in ("train", "test"):
+            info[f"{k}_{split}"] = torch.cat([info[f"{k}_{split}"]] * 4)
+    if "test_classes" in info:
+        info["test_classes"] = names(info["test_classes"])
+    return replace(data, x_train=rot(data.x_train), x_test=rot(data.x_test), info=info, classes=names(data.classes),
+                   y_train=torch.cat([data.y_train + r * n_train for r in range(4)]),
+                   y_test=torch.cat([data.y_test + r * n_test for r in range(4)]),
+                   name=f"{data.name}[rotations]")

@@ -9,6 +9,10 @@ has them); `utils.train.fit` optimizes all of them by one rule (matrices decayed
 not). `begin(total_steps)` is called once before training and `step()` after every optimizer step:
 SphereFace anneals its λ over the run, center loss moves its centers by the paper's own rule.
 Every head computes its logits in float32, also inside a mixed-precision (autocast) region.
+
+`NAMES` lists the classification heads (they have class weights and `logits`); `PAIR_NAMES` the pair
+and triplet heads (contrastive, triplet, siamese, proto), which learn an embedding only: their
+`has_logits` is False and their `logits` raises a TypeError. `make` builds both kinds.
 """
 from __future__ import annotations
 
@@ -19,24 +23,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import pairs
+
 _REGISTRY: dict[str, type["Head"]] = {}
-NAMES: list[str] = []
+NAMES: list[str] = []       # classification heads: class weights and logits
+PAIR_NAMES: list[str] = []  # pair and triplet heads: an embedding only (has_logits = False)
 
 
 def register(name: str) -> Callable[[type], type]:
-    """Class decorator: make a head available as `make(name, …)`."""
+    """Class decorator: make a head available as `make(name, …)` (listed in `NAMES`, or in
+    `PAIR_NAMES` when the class has no logits)."""
     def wrap(cls: type) -> type:
         cls.name = name
         _REGISTRY[name] = cls
-        NAMES.append(name)
+        (NAMES if cls.has_logits else PAIR_NAMES).append(name)
         return cls
     return wrap
 
 
 def make(name: str, emb_dim: int, n_classes: int, **hparams) -> "Head":
-    """Build the head called `name` (one of `NAMES`) with its hyperparameters."""
+    """Build the head called `name` (one of `NAMES` or `PAIR_NAMES`) with its hyperparameters."""
     if name not in _REGISTRY:
-        raise ValueError(f"unknown loss head {name!r}: choose one of {NAMES}")
+        raise ValueError(f"unknown loss head {name!r}: choose one of {NAMES + PAIR_NAMES}")
     return _REGISTRY[name](emb_dim=emb_dim, n_classes=n_classes, **hparams)
 
 
@@ -45,6 +53,7 @@ class Head(nn.Module):
     cross-entropy on those logits, `train_logits(x, y)` (margins) or `forward`."""
 
     name = "head"
+    has_logits = True  # False for the pair/triplet heads, which learn an embedding only
 
     def __init__(self, emb_dim: int, n_classes: int, reduction: str = "mean"):
         super().__init__()
@@ -375,3 +384,238 @@ METHODS: dict[str, tuple[str, dict]] = {
     "SphereFace": ("sphereface", {}),
     "center loss": ("center", {}),
 }
+
+
+# ----------------------------------------------------------------------------- pair and triplet heads
+class PairHead(Head):
+    """Base of the heads that learn from pairs or triplets of the batch: no class weights, no logits.
+
+    Their loss compares the embeddings of a batch with each other (`utils.pairs`), so a batch must
+    hold several images per class (`utils.pairs.PKSampler`). They learn an embedding only: classify
+    or retrieve with nearest neighbours / distances between embeddings. `n_classes` is accepted (so
+    `make` builds every head alike) and unused. A pair loss does not split into one loss per sample,
+    so `reduction` must be "mean" and mixup (which needs per-sample losses) is not supported.
+    """
+
+    has_logits = False
+
+    def __init__(self, emb_dim: int, n_classes: int | None = None, reduction: str = "mean"):
+        super().__init__(emb_dim, n_classes, reduction)
+        self._check_reduction()
+
+    def _check_reduction(self) -> None:
+        if self.reduction != "mean":
+            raise ValueError(
+                f"the {self.name!r} head learns from pairs/triplets of the batch and has no per-sample "
+                f"loss: reduction must be 'mean', not {self.reduction!r} (mixup is not supported for "
+                f"pair and triplet heads)")
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        raise TypeError(
+            f"the {self.name!r} head is a pair/triplet loss: it learns an embedding only and has no "
+            f"classes and no logits. Compare embeddings instead (nearest neighbours, distances).")
+
+    def extra_repr(self) -> str:
+        return f"emb_dim={self.emb_dim}"
+
+
+def _mean_nonzero(losses: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of the entries of `losses` (≥ 0; those selected by `mask`) that are > 0; 0 if none are.
+
+    pytorch-metric-learning's AvgNonZeroReducer: easy pairs/triplets (loss 0) do not dilute the mean.
+    Computed as sum / max(1, count), without indexing, so there is no GPU sync and the graph (and the
+    zero gradient) survives an all-zero batch."""
+    chosen = losses if mask is None else torch.where(mask, losses, torch.zeros_like(losses))
+    return chosen.sum() / (chosen > 0).sum().clamp_min(1)
+
+
+@register("contrastive")
+class ContrastiveHead(PairHead):
+    """Contrastive loss (Hadsell, Chopra & LeCun 2006) on every pair of the batch.
+
+    With d the Euclidean distance between the (by default L2-normalized) embeddings:
+
+        same label:       L = [d − m_pos]₊          pulled together (to within m_pos)
+        different labels: L = [m_neg − d]₊          pushed apart (until m_neg)
+
+        loss = mean of the non-zero positive-pair L + mean of the non-zero negative-pair L
+
+    Defaults and reduction are exactly pytorch-metric-learning's `ContrastiveLoss()`: pos_margin=0,
+    neg_margin=1, normalized embeddings, and its AvgNonZeroReducer — each kind of pair is averaged
+    over its pairs with a non-zero loss only (a kind with none contributes 0), and the two are summed.
+    `squared=True` gives the paper's own squared hinges ½[d − m_pos]₊² and ½[m_neg − d]₊² (Hadsell
+    et al. used m_pos = 0, i.e. ½d² for similar pairs), with the same reduction.
+    """
+
+    def __init__(self, emb_dim: int, n_classes: int | None = None, pos_margin: float = 0.0,
+                 neg_margin: float = 1.0, normalize: bool = True, squared: bool = False,
+                 reduction: str = "mean"):
+        super().__init__(emb_dim, n_classes, reduction)
+        self.pos_margin, self.neg_margin = float(pos_margin), float(neg_margin)
+        self.normalize, self.squared = bool(normalize), bool(squared)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self._check_reduction()
+        d = pairs.distances(x.float(), self.normalize)
+        pos, neg = pairs.pair_masks(y)
+        pull, push = F.relu(d - self.pos_margin), F.relu(self.neg_margin - d)
+        if self.squared:
+            pull, push = 0.5 * pull ** 2, 0.5 * push ** 2
+        return _mean_nonzero(pull, pos) + _mean_nonzero(push, neg)
+
+    def extra_repr(self) -> str:
+        return (super().extra_repr() + f", pos_margin={self.pos_margin:g}, neg_margin={self.neg_margin:g}, "
+                f"normalize={self.normalize}, squared={self.squared}")
+
+
+@register("triplet")
+class TripletHead(PairHead):
+    """Triplet loss (Schroff, Kalenichenko & Philbin 2015, FaceNet) on triplets mined from the batch.
+
+    An anchor a, a positive p (same label) and a negative n (another label): the negative should be
+    farther from the anchor than the positive by at least the margin,
+
+        L(a, p, n) = [d_ap − d_an + margin]₊
+
+    averaged over the mined triplets with a non-zero loss (0 when there are none) — exactly
+    pytorch-metric-learning's `TripletMarginLoss(margin)` with its AvgNonZeroReducer. Distances are
+    between L2-normalized embeddings (`normalize=True`, FaceNet's unit hypersphere; margin=0.2 is
+    FaceNet's α). `mining` picks the triplets (`utils.pairs.MINERS`):
+
+    - "all": every valid triplet of the batch (O(B³), mostly easy ones);
+    - "semi_hard": FaceNet's d_ap < d_an ≤ d_ap + margin;
+    - "hard": d_an ≤ d_ap;
+    - "batch_hard" (default): per anchor its farthest positive and nearest negative (Hermans, Beyer &
+      Leibe 2017). The default because it is cheap (one triplet per anchor, O(B²)), it keeps learning
+      when almost all triplets are already easy (the common case after a few epochs), and it needs no
+      huge batch: FaceNet's semi-hard mining relied on batches of ~1,800 images to find semi-hard
+      negatives, while batch hard with P×K batches (`PKSampler`) works at B = 128.
+
+    For teaching, every forward in training mode records (as tensors, adding no GPU sync) the
+    fraction of ALL valid triplets of the batch with a non-zero loss, the fraction of the mined ones,
+    and the counts; `stats` returns them as a DataFrame, one row per training step (reset by `begin`).
+    """
+
+    def __init__(self, emb_dim: int, n_classes: int | None = None, margin: float = 0.2,
+                 mining: str = "batch_hard", normalize: bool = True, reduction: str = "mean"):
+        super().__init__(emb_dim, n_classes, reduction)
+        if mining not in pairs.MINERS:
+            raise ValueError(f"unknown triplet mining {mining!r}: choose one of {list(pairs.MINERS)}")
+        self.margin, self.mining, self.normalize = float(margin), mining, bool(normalize)
+        self._stats: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self._check_reduction()
+        d = pairs.distances(x.float(), self.normalize)
+        a, p, n = pairs.mine(self.mining, d.detach(), y, self.margin)
+        per_triplet = F.relu(d[a, p] - d[a, n] + self.margin)
+        if self.training:
+            self._record(d.detach(), y, per_triplet.detach())
+        return _mean_nonzero(per_triplet)
+
+    @torch.no_grad()
+    def _record(self, d: torch.Tensor, y: torch.Tensor, per_triplet: torch.Tensor) -> None:
+        active_all, n_all = pairs.active_fraction(d, y, self.margin)
+        n_mined = torch.tensor(float(len(per_triplet)), device=d.device)
+        active_mined = (per_triplet > 0).sum() / n_mined if len(per_triplet) else torch.full_like(n_mined, math.nan)
+        self._stats.append(torch.stack([active_all.float(), active_mined.float(), n_mined, n_all.float()]))
+
+    STAT_COLUMNS = ("active_all", "active_mined", "n_mined", "n_all")
+
+    @property
+    def stats(self) -> "pd.DataFrame":
+        """pandas DataFrame, one row per training-mode forward since `begin` (index `step`, from 1):
+        `active_all` = fraction of all valid triplets of the batch with a non-zero loss, `active_mined`
+        = the same among the mined triplets (NaN when none were mined), `n_mined`, `n_all` = counts."""
+        import pandas as pd
+
+        rows = torch.stack(self._stats) if self._stats else torch.empty(0, len(self.STAT_COLUMNS))
+        df = pd.DataFrame(rows.cpu().numpy(), columns=list(self.STAT_COLUMNS))
+        df.index = pd.RangeIndex(1, len(df) + 1, name="step")
+        return df.astype({"n_mined": "int64", "n_all": "int64"})
+
+    def begin(self, total_steps: int) -> None:
+        """Start a fresh record of the triplet statistics."""
+        self._stats = []
+
+    def extra_repr(self) -> str:
+        return (super().extra_repr() + f", margin={self.margin:g}, mining={self.mining!r}, "
+                f"normalize={self.normalize}")
+
+
+@register("siamese")
+class SiameseHead(PairHead):
+    """Siamese network (Koch, Zemel & Salakhutdinov 2015): a learned verdict "same class?" for a pair.
+
+    The twin networks are the embedding model applied to both images; the head weighs the
+    component-wise distance of the two embeddings with learned α_j and a bias b:
+
+        p(same | h1, h2) = σ(Σ_j α_j |h1_j − h2_j| + b)
+
+    and is trained with binary cross-entropy on all pairs i < j of the batch. A batch holds far more
+    different-class pairs than same-class ones, so the two kinds are weighted to count half each
+    (the mean BCE of the positive pairs and that of the negative pairs are averaged; a kind absent
+    from the batch is left out) — Koch et al. sampled balanced pairs instead. α and b are
+    `self.alpha` (an `nn.Linear(emb_dim, 1)`). The embeddings are used raw (Koch's were sigmoid
+    features; ours are the network's linear output). At test time `same_probability` scores pairs:
+    one-shot classification picks the support image with the highest p(same).
+    """
+
+    def __init__(self, emb_dim: int, n_classes: int | None = None, reduction: str = "mean"):
+        super().__init__(emb_dim, n_classes, reduction)
+        self.alpha = nn.Linear(emb_dim, 1)
+
+    def pair_logits(self, h1: torch.Tensor, h2: torch.Tensor) -> torch.Tensor:
+        """Σ_j α_j |h1_j − h2_j| + b over the last dimension (h1, h2 broadcast), in float32."""
+        diff = (h1.float() - h2.float()).abs()
+        return _linear32(diff, self.alpha.weight, self.alpha.bias).squeeze(-1)
+
+    def same_probability(self, h1: torch.Tensor, h2: torch.Tensor) -> torch.Tensor:
+        """p(same class) for pairs of embeddings, by broadcasting over the leading dimensions:
+        h1, h2 of shape (N, D) give N probabilities; (N, 1, D) and (1, M, D) give an N×M table."""
+        return torch.sigmoid(self.pair_logits(h1, h2))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self._check_reduction()
+        i, j = torch.triu_indices(len(y), len(y), offset=1, device=y.device)
+        logit = self.pair_logits(x[i], x[j])
+        same = (y[i] == y[j]).to(logit.dtype)
+        bce = F.binary_cross_entropy_with_logits(logit, same, reduction="none")
+        n_pos, n_neg = same.sum(), (1 - same).sum()
+        pos_mean = (bce * same).sum() / n_pos.clamp_min(1)
+        neg_mean = (bce * (1 - same)).sum() / n_neg.clamp_min(1)
+        kinds = (n_pos > 0).to(logit.dtype) + (n_neg > 0).to(logit.dtype)
+        return (pos_mean + neg_mean) / kinds.clamp_min(1)
+
+
+@register("proto")
+class PrototypicalHead(PairHead):
+    """Prototypical networks (Snell, Swersky & Zemel 2017): classify by the nearest class mean.
+
+    Each P×K batch is an episode: in every class, the first half of its images (⌊K/2⌋, at least one)
+    are the support and the rest are queries. A class's prototype is the mean embedding of its support,
+    c_k = mean f(x_s); each query is classified by a softmax over the negative squared Euclidean
+    distances to the batch's prototypes,
+
+        p(y = k | x) = softmax_k(−‖f(x) − c_k‖²),   loss = mean cross-entropy over the queries.
+
+    The classes are the batch's, never a fixed list, so it learns an embedding only (no weights); at
+    test time a one-shot support image is its class's prototype. Needs K ≥ 2 (`PKSampler`).
+    """
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self._check_reduction()
+        x = x.float()
+        _, inv = torch.unique(y, return_inverse=True)
+        onehot = F.one_hot(inv).to(x.dtype)                            # B×P
+        rank = ((onehot.cumsum(0) - 1) * onehot).sum(1)                # position of each image in its class
+        count = onehot.sum(0)[inv]
+        support = rank < torch.clamp(torch.div(count, 2, rounding_mode="floor"), min=1)
+        s_onehot = onehot * support[:, None]
+        n_support = s_onehot.sum(0)
+        protos = (s_onehot.T @ x) / n_support.clamp_min(1)[:, None]   # P×D
+        d2 = torch.cdist(x, protos).pow(2)
+        logits = (-d2).masked_fill(n_support[None, :] == 0, float("-inf"))
+        ce = F.cross_entropy(logits, inv, reduction="none")
+        query = (~support).to(x.dtype)
+        return (ce * query).sum() / query.sum().clamp_min(1)

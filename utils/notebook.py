@@ -76,7 +76,8 @@ def banner(mode: str, data=None, work: dict[str, int] | None = None, bs: int = 1
     minutes = estimate_minutes(work, bs=bs) if work else None
     if minutes is not None:
         images = sum(work.values())
-        about = "under a minute" if minutes < 1 else f"about {minutes:.0f} minutes"
+        about = ("under a minute" if minutes < 1 else "about a minute" if minutes < 1.5
+                 else f"about {minutes:.0f} minutes")
         print(f"training: {images:,} images, {about} on a T4 (estimated from FLOPs and the throughput "
               f"measured in results/throughput.json, not measured on a T4)")
     if data is not None:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import losses, models
+from .pairs import PKSampler
 from .data import ImageData, atomic_save, cache_dir
 
 
@@ -78,6 +79,28 @@ def random_shift(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
     return out.permute(0, 3, 1, 2)
 
 
+def random_affine(x: torch.Tensor, g: torch.Generator, degrees: float = 10.0, scale: float = 0.1,
+                  shear: float = 0.1, translate: float = 0.1) -> torch.Tensor:
+    """Small random affine distortions, one per image, as one batched `grid_sample` (zero fill).
+
+    Each image gets a rotation in ±`degrees`, an isotropic scale in 1 ± `scale`, a shear in ±`shear`
+    and a shift in ±`translate` of its size — the distortions Koch et al. (2015) trained Omniglot
+    with. uint8 input comes back as float in [0, 1] (the models accept both).
+    """
+    b = x.shape[0]
+    xf = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+
+    def uniform(half: float) -> torch.Tensor:
+        return (torch.rand(b, generator=g, device=g.device).to(x.device) * 2 - 1) * half
+
+    angle, s, sh = uniform(math.radians(degrees)), 1 + uniform(scale), uniform(shear)
+    cos, sin = torch.cos(angle) / s, torch.sin(angle) / s   # output → input coordinates: the inverse map
+    theta = torch.stack([torch.stack([cos, -sin + sh, 2 * uniform(translate)], 1),
+                         torch.stack([sin, cos, 2 * uniform(translate)], 1)], 1)
+    grid = F.affine_grid(theta, list(xf.shape), align_corners=False)
+    return F.grid_sample(xf, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 @contextmanager
 def per_sample(head: losses.Head):
     """Temporarily switch a head to per-sample losses (reduction='none')."""
@@ -118,13 +141,18 @@ class NaNLossError(FloatingPointError):
 
 def fit(model: nn.Module, head: losses.Head, x: torch.Tensor, y: torch.Tensor, *,
         epochs: int = 15, bs: int = 128, lr: float = 3e-3, wd: float = 1e-2,
-        augment: int = 0, mixup: float = 0.0, valid: tuple[torch.Tensor, torch.Tensor] | None = None,
+        augment: int = 0, affine: dict | None = None, mixup: float = 0.0,
+        sampler: PKSampler | None = None, valid: tuple[torch.Tensor, torch.Tensor] | None = None,
         seed: int = 0, device: torch.device | str | None = None, amp: bool | None = None,
         progress: bool | None = None) -> pd.DataFrame:
     """Train `model` + `head` with AdamW and a one-cycle schedule; return the per-epoch history.
 
     x: uint8 images N×C×H×W, y: int64 labels. `augment` = max random shift in pixels (0 = none);
-    `mixup` = Beta(α, α) parameter (0 = off). `valid` = (x, y) evaluated after every epoch.
+    `affine` = keyword arguments of `random_affine` (None = off; {} = its defaults); `mixup` =
+    Beta(α, α) parameter (0 = off). Batches are slices of a fresh random order every epoch, or, with a
+    `sampler` (`PKSampler(p, k)`: P classes × K images, what pair and triplet heads need to find
+    positives), its class-balanced batches (then `bs` is ignored). `valid` = (x, y) evaluated after
+    every epoch (heads with logits only).
     Every parameter of the model and the head is optimized (`param_groups`); the head's `begin` is
     called with the number of steps, its `step` after each one. The schedule is fastai's
     fit_one_cycle: the learning rate rises to `lr` over the first quarter and anneals to ≈0, while
@@ -144,7 +172,7 @@ def fit(model: nn.Module, head: losses.Head, x: torch.Tensor, y: torch.Tensor, *
     g = torch.Generator(device=device).manual_seed(seed)
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(param_groups(model, head, lr, wd), lr=lr, betas=(0.95, 0.99))
-    steps = math.ceil(len(y) / bs)
+    steps = sampler.steps(len(y)) if sampler is not None else math.ceil(len(y) / bs)
     total = epochs * steps
     # OneCycleLR divides by zero when pct_start·total_steps == 1 (4 steps), and a 1-step schedule's
     # only lr is its final ≈0 one; one spare step at the end avoids both
@@ -157,7 +185,11 @@ def fit(model: nn.Module, head: losses.Head, x: torch.Tensor, y: torch.Tensor, *
     for epoch in (mb if progress else range(epochs)):
         t0 = time.perf_counter()
         model.train(), head.train()
-        order = torch.randperm(len(y), generator=g, device=device)
+        if sampler is not None:
+            order = sampler.epoch(y, g).flatten()
+            bs = len(order) // steps
+        else:
+            order = torch.randperm(len(y), generator=g, device=device)
         losses_buf = torch.zeros(steps, device=device)
         batches = range(steps)
         for i in (progress_bar(batches, parent=mb) if progress else batches):
@@ -165,6 +197,8 @@ def fit(model: nn.Module, head: losses.Head, x: torch.Tensor, y: torch.Tensor, *
             xb, yb = x[idx], y[idx]
             if augment:
                 xb = random_shift(xb, augment, g)
+            if affine is not None:
+                xb = random_affine(xb, g, **affine)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 if mixup:
                     loss = mixup_loss(model, head, xb, yb, mixup, g)
@@ -181,7 +215,7 @@ def fit(model: nn.Module, head: losses.Head, x: torch.Tensor, y: torch.Tensor, *
             if (i + 1) % 50 == 0 or i == steps - 1:
                 _check_finite(losses_buf[:i + 1], head, epoch, steps)
         row = {"epoch": epoch + 1, "train_loss": losses_buf.mean().item(), "lr": lr_used}
-        if valid is not None:
+        if valid is not None and head.has_logits:
             row.update(evaluate(model, head, *valid, device=device, amp=amp))
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
@@ -292,7 +326,7 @@ class Trained:
     from_cache: bool = False
 
 
-TRAINING_CODE = ("models.py", "losses.py", "train.py")
+TRAINING_CODE = ("models.py", "losses.py", "pairs.py", "train.py")
 
 
 def source_hash(names: tuple[str, ...] = TRAINING_CODE) -> str:
@@ -315,17 +349,25 @@ def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
 
 def train(data: ImageData, head: str = "softmax", *, arch: str = "cnn", emb_dim: int = 64,
           hparams: dict | None = None, epochs: int = 15, bs: int = 128, lr: float = 3e-3,
-          wd: float = 1e-2, augment: int = 0, mixup: float = 0.0, seed: int = 0,
-          arch_kw: dict | None = None, cache: bool = True, progress: bool | None = None) -> Trained:
+          wd: float = 1e-2, augment: int = 0, affine: dict | None = None, mixup: float = 0.0,
+          pk: tuple[int, int] | None = None, seed: int = 0, arch_kw: dict | None = None,
+          validate: bool = True, cache: bool = True, progress: bool | None = None) -> Trained:
     """Seed, build `arch` + `head`, fit on `data`'s train split (test split as validation), cache.
 
+    `pk=(P, K)` trains on class-balanced batches of P classes × K images (`PKSampler`; `bs` is then
+    P·K). Heads without logits (pair and triplet losses) have no test accuracy: their history holds
+    the training loss only, and the notebooks evaluate their embeddings directly. `validate=False`
+    skips the per-epoch test metrics (e.g. when the test split holds classes the head has never seen).
     The cache key covers every argument, the training data's content and the training code, so a
     change anywhere retrains instead of loading a stale model.
     """
     hparams, arch_kw = dict(hparams or {}), dict(arch_kw or {})
+    sampler = PKSampler(*pk) if pk is not None else None
+    bs = pk[0] * pk[1] if pk is not None else bs
     config = dict(arch=arch, arch_kw=arch_kw, emb_dim=emb_dim, head=head, hparams=hparams,
                   epochs=epochs, bs=bs, lr=lr, wd=wd, augment=augment, mixup=mixup, seed=seed,
                   data=data_fingerprint(data.x_train, data.y_train),
+                  affine=affine, pk=list(pk) if pk is not None else None,
                   test=data_fingerprint(data.x_test, data.y_test), code=source_hash())
     key = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / "models" / f"{arch}-{head}-{key}.pt"
@@ -339,8 +381,8 @@ def train(data: ImageData, head: str = "softmax", *, arch: str = "cnn", emb_dim:
         device = default_device()
         return Trained(net.to(device), hd.to(device), pd.DataFrame(state["history"]), key, config, True)
     hist = fit(net, hd, data.x_train, data.y_train, epochs=epochs, bs=bs, lr=lr, wd=wd,
-               augment=augment, mixup=mixup, valid=(data.x_test, data.y_test), seed=seed,
-               progress=progress)
+               augment=augment, affine=affine, mixup=mixup, sampler=sampler,
+               valid=(data.x_test, data.y_test) if validate else None, seed=seed, progress=progress)
     if cache:
         atomic_save({"model": net.state_dict(), "head": hd.state_dict(),
                      "history": hist.to_dict("list"), "config": config}, path)
