@@ -1,6 +1,7 @@
 """Measure training throughput on this machine and write `results/throughput.json`.
 
     python scripts/measure_throughput.py            # about a minute on a 2-core CPU
+    python scripts/measure_throughput.py --only conv_ae-1x28x28   # add or refresh some networks only
 
 For each network the notebooks train (the small CNN on 1×28×28 and 3×32×32, ResNet18 on 3×32×32) it
 measures the forward FLOPs of one image (torch's FlopCounterMode), the training throughput in images/s
@@ -27,7 +28,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 CONFIGS = {"cnn-1x28x28": ("cnn", (1, 28, 28)), "cnn-3x32x32": ("cnn", (3, 32, 32)),
-           "resnet18-3x32x32": ("resnet18", (3, 32, 32))}
+           "resnet18-3x32x32": ("resnet18", (3, 32, 32)),
+           # the autoencoders of notebook 11 and the benchmark (trained with the "reconstruction" head)
+           **{f"{a}-{c}x{s}x{s}": (a, (c, s, s)) for a in ("conv_ae", "unet_ae", "superres_ae")
+              for c, s in ((1, 28), (3, 32))}}
 
 
 def forward_flops(model: torch.nn.Module, shape: tuple[int, int, int]) -> float:
@@ -52,7 +56,7 @@ def step_seconds(model, head, shape, bs: int, steps: int, device: torch.device) 
 
     def one():
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss = head(model(x), y)
+            loss = head(model(x), y, inputs=x) if head.uses_inputs else head(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -89,24 +93,34 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=10, help="timed steps per network at batch 128")
     ap.add_argument("--out", default=str(ROOT / "results" / "throughput.json"))
+    ap.add_argument("--only", nargs="+", choices=sorted(CONFIGS), metavar="KEY",
+                    help="measure these networks only and keep the file's other figures (same machine)")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     out = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "CPU",
            "device_type": device.type, "threads": torch.get_num_threads(), "torch": torch.__version__,
            "matmul_flops_per_s": matmul_flops(device), "networks": {}}
+    path = Path(args.out)
+    if args.only:
+        if not path.is_file():
+            raise SystemExit(f"--only adds to an existing file, and {path} does not exist: run without --only first")
+        out = json.loads(path.read_text())
+        if out["device_type"] != device.type:
+            raise SystemExit(f"{path} was measured on {out['device_type']}, this is {device.type}: run without --only")
     for key, (arch, shape) in CONFIGS.items():
+        if args.only and key not in args.only:
+            continue
         model = models.make_model(arch, in_channels=shape[0], emb_dim=64)
-        head = losses.make("softmax", emb_dim=64, n_classes=10)
+        head = losses.make("reconstruction" if arch in models.AUTOENCODERS else "softmax", emb_dim=64, n_classes=10)
         flops = forward_flops(model, shape)
-        t128 = step_seconds(model, head, shape, 128, args.steps if arch == "cnn" else max(2, args.steps // 5), device)
+        t128 = step_seconds(model, head, shape, 128, max(2, args.steps // 5) if arch == "resnet18" else args.steps, device)
         t1 = step_seconds(model, head, shape, 1, 20, device)
         out["networks"][key] = {"forward_flops_per_image": flops, "images_per_s_bs128": 128 / t128,
                                 "step_seconds_bs1": t1}
         print(f"{key:18s} {flops / 1e6:8.1f} MFLOP/image  {128 / t128:9.0f} images/s at batch 128  "
               f"{1e3 * t1:6.1f} ms per step of one image", flush=True)
     print(f"float32 matrix product: {out['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s on {out['threads']} threads")
-    path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1) + "\n")
     print("written:", path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)

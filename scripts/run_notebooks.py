@@ -65,6 +65,7 @@ def execute(nb: Path, out: Path, mode: str, dataset: str | None, results: Path, 
     source = out.with_name(f".{nb.stem}.source.ipynb")
     strip_injected(nb, source)
     env = {"DML_RESULTS": str(results), MODE_ENV: mode, "DML_PROGRESS": "0"}
+    version = code_version()  # the utils the notebook runs with; an edit during the run is caught below
     t0 = time.perf_counter()
     row = {"notebook": nb.name, "mode": mode}
     try:
@@ -78,9 +79,13 @@ def execute(nb: Path, out: Path, mode: str, dataset: str | None, results: Path, 
     finally:
         source.unlink(missing_ok=True)
     row["seconds"] = round(time.perf_counter() - t0, 1)
+    if row["status"] == "ok" and code_version() != version:
+        row["status"] = "FAILED"
+        row["error"] = (f"utils changed while the notebook ran (code version {version} -> {code_version()}): "
+                        f"its outputs come from no single version; run it again")
     row["results"] = json.loads(results.read_text()) if results.is_file() else {}
     if out.is_file():
-        clean_metadata(out, {"mode": mode, "utils": code_version(), "seconds": row["seconds"]})
+        clean_metadata(out, {"mode": mode, "utils": version, "seconds": row["seconds"]})
     return row
 
 

@@ -80,7 +80,7 @@ def test_workload_counts_training_images_once_per_network(digits):
     """Cosine and euclidean settings of one k share their networks; images = Σ cases of the normal
     classes' (capped) counts × epochs × methods × mixups, keyed by the network kind."""
     budget = replace(BUDGET, n_per_class=20, epochs=3, n_cases=2)
-    w = benchmark.workload({"digits": digits}, {s: budget for s in SETTINGS}, n_methods=6, n_mixups=2)
+    w = benchmark.workload({"digits": digits}, {s: budget for s in SETTINGS}, methods=6, n_mixups=2)
     per_class = torch.bincount(digits.y_train, minlength=10).clamp_max(20)
     expected = sum(int(per_class[benchmark.normal_classes(a)].sum()) for a in benchmark.cases(2, 2)) * 3 * 6 * 2
     assert w == {"cnn-1x28x28": expected}

@@ -37,7 +37,7 @@ def results(out: Path, stem: str) -> dict:
 
 
 def test_there_are_notebooks():
-    assert [p.name[:2] for p in NOTEBOOKS][:10] == ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10"]
+    assert [p.name[:2] for p in NOTEBOOKS][:11] == ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11"]
 
 
 def test_smoke_run_passes_and_writes_summary(smoke):
@@ -103,8 +103,11 @@ def test_06_outliers_are_told_apart_from_digits(smoke):
 def test_07_benchmark_ranks_held_out_classes_above_chance(smoke):
     r = results(smoke[0], "07_anomaly_benchmark")
     aurocs = {k: v for k, v in r.items() if k.startswith("auroc_")}
-    assert len(aurocs) == 2 * 6 and r["n_cases"] == 2  # two settings (cosine, euclidean) x six methods
+    assert len(aurocs) == 2 * 9 and r["n_cases"] == 2  # two settings (cosine, euclidean) x six heads, three autoencoders
     assert all(0 <= v <= 1 for v in aurocs.values())
+    for ae in ("autoencoder", "denoising AE", "super-res AE"):  # reconstruction error ignores the metric
+        by_metric = [[v for k, v in aurocs.items() if k.endswith(f"_k5_{metric}_{ae}")] for metric in ("cosine", "euclidean")]
+        assert len(by_metric[0]) == 1 and by_metric[0] == by_metric[1], (ae, by_metric)
     cosine = [v for k, v in aurocs.items() if "_cosine_" in k]
     assert sum(cosine) / len(cosine) > 0.6, aurocs  # held-out digit classes score above the trained ones
 
@@ -162,6 +165,9 @@ def test_committed_notebook_is_one_clean_cpu_run(path):
 def test_committed_notebooks_come_from_one_code_version():
     versions = {p.name: _nb(p)["metadata"].get("dml", {}).get("utils") for p in NOTEBOOKS}
     assert None not in versions.values() and len(set(versions.values())) == 1, versions
+    from utils.notebook import code_version
+    assert set(versions.values()) == {code_version()}, \
+        f"the committed outputs come from utils {set(versions.values())}, the code is now {code_version()}: re-publish"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -249,6 +255,21 @@ def test_10_one_shot_far_above_chance(smoke):
     assert len(methods) == 7                                          # six methods and the ensemble
     assert r["omniglot_20way_1shot_acc"] > 0.3 and r["omniglot_20way_1shot_acc"] == max(r[k] for k in methods)
     assert sum(r[k] > 0.25 for k in methods) >= 5
+
+
+def test_11_autoencoders_reproduce_digit1_and_enter_both_protocols(smoke):
+    r = results(smoke[0], "11_autoencoders")
+    models = ("autoencoder", "denoising_ae", "superres_ae", "unet_ae")
+    for m in models:
+        # mean + 3σ of the normal scores flags at most 1/9 of them (Chebyshev): the rule is applied as stated
+        assert 8 / 9 <= r[f"ae_digit1_{m}_normal_kept"] <= 1
+        assert 0 <= r[f"ae_digit1_{m}_anomalies_caught"] <= 1 and 0.5 < r[f"ae_digit1_{m}_auroc"] <= 1
+    assert r["ae_digit1_autoencoder_auroc"] > 0.9            # other digits reconstruct worse than ones
+    for data in ("mnist", "fashion"):
+        assert r[f"oneclass_{data}_mean_auroc_raw_pixels_knn"] > 0.8
+        assert all(0 <= r[f"oneclass_{data}_mean_auroc_{m}"] <= 1 for m in models)
+    vs = [k for k in r if k.startswith("onevsrest_") and "_k5_cosine_" in k]
+    assert len(vs) == 9                                       # six heads and three autoencoders, one split
 
 
 # ------------------------------------------------------------------ prose that matches the outputs

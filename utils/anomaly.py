@@ -1,4 +1,5 @@
-"""Anomaly detection in embedding space: kNN distances (batched torch), LOF, normalization, AUROC.
+"""Anomaly scores: kNN distances in embedding space (batched torch), LOF, autoencoders' reconstruction
+errors; normalization, the mean + 3σ threshold, AUROC.
 
 Convention everywhere: a higher score means more anomalous; anomalies are the positive class.
 """
@@ -10,7 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .train import default_device
+from .losses import RECONSTRUCTION_ERRORS, reconstruction_error
+from .train import choose_precision, default_device
 
 METRICS = ("cosine", "euclidean")
 
@@ -221,6 +223,55 @@ def normal_rate(model, test: torch.Tensor, contamination: float | None = None) -
     """Fraction of `test` the fitted LOF keeps as inliers (its `predict` == +1 when `contamination`
     is None; otherwise the same rule with the threshold `contamination` would have given)."""
     return float((model.score_samples(_numpy(test)) >= threshold(model, contamination)).mean())
+
+
+# ----------------------------------------------------------------------------- reconstruction errors
+@torch.no_grad()
+def reconstruct(model: torch.nn.Module, x: torch.Tensor, bs: int = 1024,
+                device: torch.device | str | None = None) -> torch.Tensor:
+    """An autoencoder's reconstructions of `x` (float32 in 0..1, CPU), batched, in eval mode."""
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    amp_dtype = choose_precision(dev.type)[0]
+    model.eval()
+    out = []
+    for i in range(0, len(x), bs):
+        with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            out.append(model(x[i:i + bs].to(dev)).float().cpu())
+    return torch.cat(out) if out else torch.empty(0, *x.shape[1:])
+
+
+@torch.no_grad()
+def reconstruction_scores(model: torch.nn.Module, x: torch.Tensor, bs: int = 1024,
+                          device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+    """Anomaly scores of `x` by an autoencoder: {"mse": …, "mae": …}, one reconstruction error per image
+    (`utils.losses.reconstruction_error`: mean squared / absolute pixel error in the 0..1 scale)."""
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in RECONSTRUCTION_ERRORS}
+    for i in range(0, len(x), bs):
+        xb = x[i:i + bs]
+        rec = reconstruct(model, xb, bs, device)
+        for k in RECONSTRUCTION_ERRORS:
+            parts[k].append(reconstruction_error(rec, xb.cpu(), k))
+    return {k: torch.cat(v) if v else torch.empty(0) for k, v in parts.items()}
+
+
+def sigma_threshold(normal_scores: torch.Tensor, n_sigma: float = 3.0) -> float:
+    """mean + `n_sigma` · standard deviation of normal images' scores: above it an image is flagged.
+
+    The population standard deviation (divided by n, as NumPy's `std`), the usual form of the rule."""
+    s = torch.as_tensor(normal_scores).double()
+    if len(s) < 2:
+        raise ValueError(f"the mean + {n_sigma}σ rule needs at least two normal scores, got {len(s)}")
+    return float(s.mean() + n_sigma * s.std(correction=0))
+
+
+def rates_at(scores: torch.Tensor, is_anomaly: torch.Tensor, threshold: float) -> dict[str, float]:
+    """At a threshold (score > threshold = flagged): the share of normal images kept and of anomalies caught."""
+    scores, is_anomaly = torch.as_tensor(scores).float(), torch.as_tensor(is_anomaly, dtype=torch.bool)
+    if not is_anomaly.any() or is_anomaly.all():
+        raise ValueError("rates_at() needs both normal images and anomalies")
+    flagged = scores > threshold
+    return {"normal kept": float((~flagged[~is_anomaly]).float().mean()),
+            "anomalies caught": float(flagged[is_anomaly].float().mean())}
 
 
 # ----------------------------------------------------------------------------- evaluation

@@ -12,6 +12,12 @@ the AUROC.
               "results/anomaly_benchmark.csv")
     summary(res)
 
+Autoencoders enter the same grid as methods (`AUTOENCODERS`): a method is `(head, hparams)` or
+`(head, hparams, train_kw)`, where `train_kw` overrides `utils.train.train`'s arguments (the
+architecture, the input noise). A reconstruction method scores each test image by its reconstruction
+error ("mse", "mae") instead of a kNN distance, so its rows carry those score names, and `summary` /
+`table` show them beside the kNN methods' `score` (`recon_score=`). The metric plays no part in them.
+
 `run` appends every finished (setting, case, method, mixup) cell to the CSV at once and skips the
 cells already there, so an interrupted run continues where it stopped. A cell's identity includes a
 `config` hash of everything that produced it — the whole budget (batch size, embedding size, K values
@@ -40,7 +46,7 @@ from .data import ImageData
 N_CLASSES = 10
 KEY = ["dataset", "k", "metric", "case", "method", "mixup", "n_per_class", "epochs", "arch", "seed", "config"]
 # the modules whose source a result depends on (a change there recomputes every cell)
-CODE = ("models.py", "losses.py", "train.py", "embed.py", "anomaly.py", "benchmark.py")
+CODE = ("models.py", "losses.py", "pairs.py", "train.py", "embed.py", "anomaly.py", "benchmark.py")
 COLUMNS = (KEY[:4] + ["anomaly_classes"] + KEY[4:] + ["score", "auroc"]
            + [f"norm_dist_{c}" for c in range(N_CLASSES)] + ["train_seconds", "from_cache"])
 
@@ -146,12 +152,38 @@ def fixed_steps(budget: Budget, n_per_class: int, n_normal: int, steps: int) -> 
     return replace(budget, n_per_class=n_per_class, epochs=math.ceil(steps / per_epoch))
 
 
-def workload(data_by_name: dict[str, ImageData], budget_of: dict[Setting, Budget], n_methods: int,
+# what notebooks 07 and 11 run in each mode: optimizer steps per network (None: the budget's epochs)
+# and test images per class (None: all)
+STEPS = {"smoke": None, "cpu": 200, "gpu": None, "full": None}
+TEST_PER_CLASS = {"smoke": None, "cpu": 500, "gpu": None, "full": None}
+
+
+def budget_of(settings: list[Setting], mode: str, seed: int = 0) -> dict[Setting, Budget]:
+    """Each setting's budget in `mode`: `BUDGETS[mode]` with `seed`, and where `STEPS[mode]` is set,
+    the epochs that give every setting that many optimizer steps (`fixed_steps`: few normal classes
+    get as many updates as many)."""
+    if mode not in BUDGETS:
+        raise ValueError(f"unknown mode {mode!r}: choose one of {list(BUDGETS)}")
+    base, steps = replace(BUDGETS[mode], seed=seed), STEPS[mode]
+    return {s: fixed_steps(base, base.n_per_class, N_CLASSES - s.k, steps) if steps else base for s in settings}
+
+
+def workload(data_by_name: dict[str, ImageData], budget_of: dict[Setting, Budget], methods: int | dict,
              n_mixups: int = 1) -> dict[str, int]:
     """Training images a grid processes, per network kind ("cnn-1x28x28", …: the keys of
-    `results/throughput.json`), for `utils.notebook.banner`'s time estimate. Settings that differ only in
-    the metric share their networks and are counted once."""
-    out: dict[str, int] = {}
+    `results/throughput.json`), for `utils.notebook.banner`'s time estimate. `methods`: the methods dict
+    (each method's architecture counted) or their number (all on the budget's architecture). Settings
+    that differ only in the metric share their networks and are counted once."""
+    if isinstance(methods, dict):
+        out: dict[str, int] = {}
+        for name, spec in methods.items():
+            arch = _spec(name, spec)[2].get("arch")
+            bo = budget_of if arch is None else {s: replace(b, arch=arch) for s, b in budget_of.items()}
+            for key, n in workload(data_by_name, bo, 1, n_mixups).items():
+                out[key] = out.get(key, 0) + n
+        return out
+    n_methods = methods
+    out = {}
     seen = set()
     for s, b in budget_of.items():
         if (s.dataset, s.k, repr(b)) in seen:
@@ -193,16 +225,52 @@ def case_anomalies(setting: Setting, case_index: int) -> list[int]:
     return cases(setting.k)[case_index]
 
 
-def _head(method: str, head: tuple[str, dict] | None) -> tuple[str, dict]:
-    if head is not None:
-        return head
-    if method not in losses.METHODS:
-        raise ValueError(f"unknown method {method!r}: choose one of {list(losses.METHODS)} or pass head=")
-    return losses.METHODS[method]
+# the autoencoders as benchmark methods: (head, hparams, train_kw) — MAE training loss, 8 filters
+AUTOENCODERS: dict[str, tuple[str, dict, dict]] = {
+    "autoencoder": ("reconstruction", {"loss": "mae"}, {"arch": "conv_ae"}),
+    "denoising AE": ("reconstruction", {"loss": "mae"}, {"arch": "conv_ae", "noise": 0.1}),
+    "super-res AE": ("reconstruction", {"loss": "mae"}, {"arch": "superres_ae"}),
+}
+TRAIN_KW = ("arch", "arch_kw", "emb_dim", "noise", "augment", "affine", "lr", "wd")  # what a method may override
+
+
+def _spec(method: str, head: tuple | None) -> tuple[str, dict, dict]:
+    """A method's (head name, hparams, train_kw): `head` as given ((head, hparams) or (head, hparams,
+    train_kw)), or `losses.METHODS[method]` / `AUTOENCODERS[method]` when None."""
+    if head is None:
+        known = {**losses.METHODS, **AUTOENCODERS}
+        if method not in known:
+            raise ValueError(f"unknown method {method!r}: choose one of {list(known)} or pass head=")
+        head = known[method]
+    if not isinstance(head, tuple) or len(head) not in (2, 3):
+        raise ValueError(f"method {method!r}: give (head name, hparams) or (head name, hparams, train_kw), "
+                         f"got {head!r}")
+    name, hparams, train_kw = (*head, {}) if len(head) == 2 else head
+    bad = set(train_kw) - set(TRAIN_KW)
+    if bad:
+        raise ValueError(f"method {method!r}: train_kw may set {list(TRAIN_KW)}, not {sorted(bad)}")
+    return name, dict(hparams), dict(train_kw)
+
+
+def is_reconstruction(method: str, head: tuple | None = None) -> bool:
+    """Whether the method is scored by reconstruction error (an autoencoder) rather than kNN distance."""
+    return _spec(method, head)[0] in losses.RECONSTRUCTION_NAMES
+
+
+def method_arch(method: str, head: tuple | None, budget: Budget, dataset: str) -> str:
+    """The architecture a method trains on `dataset`: its own `arch` override, else the budget's."""
+    return _spec(method, head)[2].get("arch", budget.arch_for(dataset))
+
+
+def cell_kinds(method: str, head: tuple | None, budget: Budget) -> list[str]:
+    """The score names a method's cell has: the reconstruction errors, or `score_kinds(budget.ks)`."""
+    if is_reconstruction(method, head):
+        return list(losses.RECONSTRUCTION_ERRORS)
+    return list(score_kinds(budget.ks))
 
 
 def train_case(data: ImageData, setting: Setting, case_index: int, method: str, budget: Budget,
-               mixup: float = 0.0, head: tuple[str, dict] | None = None,
+               mixup: float = 0.0, head: tuple | None = None,
                cache: bool = True) -> tuple[train.Trained, ImageData]:
     """Train `method` on the case's normal classes (budget-subsampled); return the run and its data.
 
@@ -211,35 +279,41 @@ def train_case(data: ImageData, setting: Setting, case_index: int, method: str, 
     _check_data(data)
     anomalies = case_anomalies(setting, case_index)
     normal = data.select(normal_classes(anomalies)).per_class(budget.n_per_class, None, budget.seed)
-    name, hparams = _head(method, head)
-    run = train.train(normal, name, arch=budget.arch_for(setting.dataset), emb_dim=budget.emb_dim,
-                      hparams=hparams, epochs=budget.epochs, bs=budget.bs, mixup=mixup, seed=budget.seed,
-                      arch_kw=budget.arch_kw, cache=cache, progress=False)
+    name, hparams, train_kw = _spec(method, head)
+    kw = dict(arch=budget.arch_for(setting.dataset), emb_dim=budget.emb_dim, arch_kw=budget.arch_kw) | train_kw
+    run = train.train(normal, name, hparams=hparams, epochs=budget.epochs, bs=budget.bs, mixup=mixup,
+                      seed=budget.seed, cache=cache, progress=False, **kw)
     return run, normal
 
 
 @dataclass
 class CaseScores:
     """A case's anomaly scores (name -> one per test image), the test labels and anomaly mask, the run
-    and the normal training data it was trained on (`train_emb` are its images' embeddings)."""
+    and the normal training data it was trained on (`train_emb` are its images' embeddings; None for
+    an autoencoder, which scores by reconstruction error)."""
     scores: dict[str, torch.Tensor]
     y_test: torch.Tensor
     is_anomaly: torch.Tensor
     anomalies: list[int]
-    train_emb: torch.Tensor
-    test_emb: torch.Tensor
+    train_emb: torch.Tensor | None
+    test_emb: torch.Tensor | None
     run: train.Trained
     normal: ImageData
 
 
 def score_case(data: ImageData, setting: Setting, case_index: int, method: str, budget: Budget,
-               mixup: float = 0.0, head: tuple[str, dict] | None = None) -> CaseScores:
-    """Train (cached), embed the normal training images and all test images, score by kNN distance."""
+               mixup: float = 0.0, head: tuple | None = None) -> CaseScores:
+    """Train (cached), embed the normal training images and all test images, score by kNN distance;
+    an autoencoder scores every test image by its reconstruction error instead."""
     run, normal = train_case(data, setting, case_index, method, budget, mixup, head)
-    tr = embed.embeddings(run, normal.x_train)
-    te = embed.embeddings(run, data.x_test)
-    scores = {kind: anomaly.knn_distance(tr, te, None if K is None else min(K, len(tr)), setting.metric)
-              for kind, K in score_kinds(budget.ks).items()}
+    if is_reconstruction(method, head):
+        tr = te = None
+        scores = anomaly.reconstruction_scores(run.model, data.x_test)
+    else:
+        tr = embed.embeddings(run, normal.x_train)
+        te = embed.embeddings(run, data.x_test)
+        scores = {kind: anomaly.knn_distance(tr, te, None if K is None else min(K, len(tr)), setting.metric)
+                  for kind, K in score_kinds(budget.ks).items()}
     anomalies = case_anomalies(setting, case_index)
     is_anomaly = torch.isin(data.y_test, torch.tensor(anomalies, dtype=data.y_test.dtype))
     return CaseScores(scores, data.y_test, is_anomaly, anomalies, tr, te, run, normal)
@@ -256,27 +330,30 @@ def data_fingerprint(data: ImageData) -> str:
     return train.data_fingerprint(data.x_train, data.y_train) + train.data_fingerprint(data.x_test, data.y_test)
 
 
-def cell_config(data_fp: str, budget: Budget, head: tuple[str, dict], mixup: float) -> str:
+def cell_config(data_fp: str, budget: Budget, head: tuple, mixup: float) -> str:
     """Hash of everything a cell's numbers depend on besides its key columns: the budget, the head
-    name and hyperparameters, mixup, the data's content (`data_fingerprint`) and the code (`CODE`)."""
-    name, hparams = head
+    name and hyperparameters, the method's training overrides (architecture, noise …), mixup, the
+    data's content (`data_fingerprint`) and the code (`CODE`)."""
+    name, hparams, train_kw = _spec("", head)
     # n_cases (which cells exist) and ks (which score rows a cell has) do not change any cell's numbers
     spent = {k: v for k, v in asdict(budget).items() if k not in ("n_cases", "ks")}
     blob = json.dumps({"budget": spent, "head": name, "hparams": hparams, "mixup": float(mixup),
+                       **({"train_kw": train_kw} if train_kw else {}),
                        "data": data_fp, "code": train.source_hash(CODE)}, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
 def run_case(data: ImageData, setting: Setting, case_index: int, method: str, budget: Budget,
-             mixup: float = 0.0, head: tuple[str, dict] | None = None, config: str | None = None) -> list[dict]:
+             mixup: float = 0.0, head: tuple | None = None, config: str | None = None) -> list[dict]:
     """The tidy rows of one (method, setting, case, mixup) cell: one per score kind (see `COLUMNS`)."""
     cs = score_case(data, setting, case_index, method, budget, mixup, head)
     if config is None:
-        config = cell_config(data_fingerprint(data), budget, _head(method, head), mixup)
+        config = cell_config(data_fingerprint(data), budget, _spec(method, head), mixup)
     base = dict(dataset=setting.dataset, k=setting.k, metric=setting.metric, case=case_index,
                 anomaly_classes=" ".join(map(str, cs.anomalies)), method=method, mixup=float(mixup),
                 n_per_class="all" if budget.n_per_class is None else budget.n_per_class,
-                epochs=budget.epochs, arch=budget.arch_for(setting.dataset), seed=budget.seed, config=config)
+                epochs=budget.epochs, arch=method_arch(method, head, budget, setting.dataset),
+                seed=budget.seed, config=config)
     rows = []
     for kind, s in cs.scores.items():
         row = dict(base, score=kind, auroc=anomaly.auroc(s, cs.is_anomaly))
@@ -342,9 +419,10 @@ def grid(settings: list[Setting], methods: dict, budget: Budget, mixups=(0.0,)) 
             for a in mixups]
 
 
-def _key_of(setting: Setting, case: int, method: str, mixup: float, budget: Budget, config: str) -> tuple:
+def _key_of(setting: Setting, case: int, method: str, mixup: float, budget: Budget, config: str,
+            head: tuple | None = None) -> tuple:
     return (setting.dataset, setting.k, setting.metric, case, method, float(mixup), _npc(budget.n_per_class),
-            budget.epochs, budget.arch_for(setting.dataset), budget.seed, config)
+            budget.epochs, method_arch(method, head, budget, setting.dataset), budget.seed, config)
 
 
 def _configs(data_by_name: dict[str, ImageData], cells: list[tuple], methods: dict, budget: Budget) -> list[str]:
@@ -356,7 +434,7 @@ def _configs(data_by_name: dict[str, ImageData], cells: list[tuple], methods: di
     for setting, _, method, mixup in cells:
         k = (setting.dataset, method, mixup)
         if k not in memo:
-            memo[k] = cell_config(fps[setting.dataset], budget, _head(method, methods[method]), mixup)
+            memo[k] = cell_config(fps[setting.dataset], budget, _spec(method, methods[method]), mixup)
         out.append(memo[k])
     return out
 
@@ -365,9 +443,10 @@ def run(data_by_name: dict[str, ImageData], settings: list[Setting], methods: di
         budget: Budget, csv_path: str | Path, mixups=(0.0,), progress: bool = True) -> pd.DataFrame:
     """Compute every (setting × case × method × mixup) cell not yet in `csv_path`; return this grid's rows.
 
-    `methods`: display name -> (head name, hparams); None = `losses.METHODS`. A cell counts as done
-    when the CSV holds a row for each of the budget's score kinds; cells of this grid with only some
-    of them (a run stopped mid-write, a changed `ks`) are dropped and recomputed.
+    `methods`: display name -> (head name, hparams) or (head name, hparams, train_kw) (e.g.
+    `{**losses.METHODS, **AUTOENCODERS}`); None = `losses.METHODS`. A cell counts as done when the CSV
+    holds a row for each of its score kinds (`cell_kinds`); cells of this grid with only some of them (a
+    run stopped mid-write, a changed `ks`) are dropped and recomputed.
     """
     methods = losses.METHODS if methods is None else methods
     for s in settings:
@@ -380,15 +459,15 @@ def run(data_by_name: dict[str, ImageData], settings: list[Setting], methods: di
     path.parent.mkdir(parents=True, exist_ok=True)
     cells = grid(settings, methods, budget, mixups)
     configs = _configs(data_by_name, cells, methods, budget)
-    cell_keys = [_key_of(*c, budget, cfg) for c, cfg in zip(cells, configs)]
+    cell_keys = [_key_of(*c, budget, cfg, methods[c[2]]) for c, cfg in zip(cells, configs)]
     wanted = set(cell_keys)
-    kinds = set(score_kinds(budget.ks))
+    kinds_of = {key: set(cell_kinds(c[2], methods[c[2]], budget)) for c, key in zip(cells, cell_keys)}
     old = read_results(path)
     keys = [cell_key(r) for r in old.to_dict("records")]
     got: dict[tuple, set] = {}
     for key, kind in zip(keys, old["score"]):
         got.setdefault(key, set()).add(kind)
-    done = {key for key, have in got.items() if kinds <= have}
+    done = {key for key, have in got.items() if key in kinds_of and kinds_of[key] <= have}
     partial = [key in wanted and key not in done for key in keys]
     if any(partial):
         _replace(path, old[[not p for p in partial]].to_csv(index=False, lineterminator="\n").encode())
@@ -432,25 +511,36 @@ def setting_labels(df: pd.DataFrame) -> list[str]:
     return [Setting(d, int(k), m).label for d, k, m in zip(df["dataset"], df["k"], df["metric"])]
 
 
-def summary(df: pd.DataFrame, score: str = "min") -> pd.DataFrame:
-    """AUROC mean, std and number of cases per setting × method (× mixup and budget), for one score kind."""
-    if score not in set(df["score"]):
+def select_scores(df: pd.DataFrame, score: str = "min", recon_score: str = "mae") -> pd.DataFrame:
+    """The rows of one score kind: `score` for the kNN methods and `recon_score` ("mse" or "mae") for the
+    autoencoders (the methods whose rows hold reconstruction errors)."""
+    if score not in set(df["score"]) and recon_score not in set(df["score"]):
         raise ValueError(f"no {score!r} scores: the table has {sorted(set(df['score']))}")
+    recon = set(df.loc[df["score"].isin(losses.RECONSTRUCTION_ERRORS), "method"])
+    return df[((df["score"] == score) & ~df["method"].isin(recon))
+              | ((df["score"] == recon_score) & df["method"].isin(recon))]
+
+
+def summary(df: pd.DataFrame, score: str = "min", recon_score: str = "mae") -> pd.DataFrame:
+    """AUROC mean, std and number of cases per setting × method (× mixup and budget), for one score kind
+    (`select_scores`: `score` for the kNN methods, `recon_score` for the autoencoders)."""
     keys = [c for c in KEY if c not in ("case", "config")]
-    sel = df[df["score"] == score]
+    sel = select_scores(df, score, recon_score)
     out = sel.groupby(keys, sort=False)["auroc"].agg(["mean", "std", "count"]).reset_index()
     return out.rename(columns={"count": "n_cases"})
 
 
-def table(df: pd.DataFrame, score: str = "min", digits: int = 3) -> pd.DataFrame:
+def table(df: pd.DataFrame, score: str = "min", digits: int = 3, recon_score: str = "mae") -> pd.DataFrame:
     """`summary` as "mean ± std" strings: a row per method (and mixup), a column per setting.
 
     The table must hold one budget per setting (filter it first otherwise); settings may differ, e.g.
     in epochs when each has a `fixed_steps` budget.
     """
-    s = summary(df, score)
-    setting, budget = ["dataset", "k", "metric"], ["n_per_class", "epochs", "arch", "seed"]
-    if s[setting + budget].drop_duplicates()[setting].duplicated().any():
+    s = summary(df, score, recon_score)
+    setting, budget = ["dataset", "k", "metric"], ["n_per_class", "epochs", "seed"]
+    # one budget per setting, one architecture per method and setting (the autoencoders have their own)
+    if (s[setting + budget].drop_duplicates()[setting].duplicated().any()
+            or s[setting + ["method", "mixup", "arch"]].drop_duplicates()[setting + ["method", "mixup"]].duplicated().any()):
         raise ValueError("the table mixes budgets (n_per_class, epochs, arch or seed) within one setting; "
                          "filter it to one budget first")
     s["setting"] = setting_labels(s)

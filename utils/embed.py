@@ -2,6 +2,7 @@
 2-d projections (t-SNE, UMAP) and the numbers that back up the pictures (kNN accuracy, silhouette)."""
 from __future__ import annotations
 
+import os
 import time
 import warnings
 
@@ -72,6 +73,10 @@ def project(x: torch.Tensor, method: str = "tsne", metric: str = "euclidean", se
 
         reducer = TSNE(n_components=2, init="pca", random_state=seed, metric=metric, **kw)
     else:
+        # seeded UMAP runs single-threaded anyway; numba's default pool of one thread per core would keep
+        # competing with torch afterwards (training later in the same process ran ~8× slower on 2 cores).
+        # Only takes effect when numba is not imported yet.
+        os.environ.setdefault("NUMBA_NUM_THREADS", "1")
         with warnings.catch_warnings():  # umap imports tqdm.auto, which warns when ipywidgets is absent
             warnings.simplefilter("ignore")
             import umap  # the umap-learn package

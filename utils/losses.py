@@ -12,7 +12,10 @@ Every head computes its logits in float32, also inside a mixed-precision (autoca
 
 `NAMES` lists the classification heads (they have class weights and `logits`); `PAIR_NAMES` the pair
 and triplet heads (contrastive, triplet, siamese, proto), which learn an embedding only: their
-`has_logits` is False and their `logits` raises a TypeError. `make` builds both kinds.
+`has_logits` is False and their `logits` raises a TypeError. `RECONSTRUCTION_NAMES` holds the one
+objective that compares a network's output with its *input* (`reconstruction`, for the autoencoders of
+`utils.models`): its `uses_inputs` is True, and `fit` calls it as `head(output, labels, inputs=images)`.
+`make` builds every kind.
 """
 from __future__ import annotations
 
@@ -28,15 +31,16 @@ from . import pairs
 _REGISTRY: dict[str, type["Head"]] = {}
 NAMES: list[str] = []       # classification heads: class weights and logits
 PAIR_NAMES: list[str] = []  # pair and triplet heads: an embedding only (has_logits = False)
+RECONSTRUCTION_NAMES: list[str] = []  # objectives on the inputs themselves (uses_inputs = True)
 
 
 def register(name: str) -> Callable[[type], type]:
-    """Class decorator: make a head available as `make(name, …)` (listed in `NAMES`, or in
-    `PAIR_NAMES` when the class has no logits)."""
+    """Class decorator: make a head available as `make(name, …)` (listed in `NAMES`; in
+    `RECONSTRUCTION_NAMES` when it uses the inputs; else in `PAIR_NAMES` when it has no logits)."""
     def wrap(cls: type) -> type:
         cls.name = name
         _REGISTRY[name] = cls
-        (NAMES if cls.has_logits else PAIR_NAMES).append(name)
+        (NAMES if cls.has_logits else RECONSTRUCTION_NAMES if cls.uses_inputs else PAIR_NAMES).append(name)
         return cls
     return wrap
 
@@ -44,7 +48,7 @@ def register(name: str) -> Callable[[type], type]:
 def make(name: str, emb_dim: int, n_classes: int, **hparams) -> "Head":
     """Build the head called `name` (one of `NAMES` or `PAIR_NAMES`) with its hyperparameters."""
     if name not in _REGISTRY:
-        raise ValueError(f"unknown loss head {name!r}: choose one of {NAMES + PAIR_NAMES}")
+        raise ValueError(f"unknown loss head {name!r}: choose one of {NAMES + PAIR_NAMES + RECONSTRUCTION_NAMES}")
     return _REGISTRY[name](emb_dim=emb_dim, n_classes=n_classes, **hparams)
 
 
@@ -54,6 +58,7 @@ class Head(nn.Module):
 
     name = "head"
     has_logits = True  # False for the pair/triplet heads, which learn an embedding only
+    uses_inputs = False  # True: `fit` passes the (clean) input images too, as `inputs=`
 
     def __init__(self, emb_dim: int, n_classes: int, reduction: str = "mean"):
         super().__init__()
@@ -619,3 +624,58 @@ class PrototypicalHead(PairHead):
         ce = F.cross_entropy(logits, inv, reduction="none")
         query = (~support).to(x.dtype)
         return (ce * query).sum() / query.sum().clamp_min(1)
+
+
+# ----------------------------------------------------------------------------- reconstruction
+RECONSTRUCTION_ERRORS = ("mse", "mae")
+
+
+def reconstruction_error(output: torch.Tensor, target: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """One error per image: the mean over its pixels (and channels) of (output − target)² ("mse") or
+    |output − target| ("mae"). `target` may be uint8 (0..255, scaled to 0..1) or float in 0..1, the
+    range of an autoencoder's sigmoid output. Computed in float32."""
+    if kind not in RECONSTRUCTION_ERRORS:
+        raise ValueError(f"unknown reconstruction error {kind!r}: choose one of {list(RECONSTRUCTION_ERRORS)}")
+    if output.shape != target.shape:
+        raise ValueError(f"the output {tuple(output.shape)} and the target {tuple(target.shape)} must have "
+                         f"the same shape (an autoencoder returns images of its input's size)")
+    t = target.float() / 255 if target.dtype == torch.uint8 else target.float()
+    diff = output.float() - t
+    err = diff.square() if kind == "mse" else diff.abs()
+    return err.flatten(1).mean(1)
+
+
+@register("reconstruction")
+class ReconstructionHead(Head):
+    """The autoencoder's objective: how far the network's output is from its own input.
+
+        loss = mean over images of reconstruction_error(output, input, `loss`)   ("mae" or "mse")
+
+    The network is an image -> image model (`utils.models.AUTOENCODERS`); labels are ignored. `fit`
+    passes the clean batch as `inputs`, and with `noise` > 0 feeds the network a noisy copy — a
+    denoising autoencoder (Vincent et al. 2008): it must undo the noise, not copy it. No parameters,
+    no logits. `emb_dim` and `n_classes` are accepted (so `make` builds every head alike) and unused.
+    """
+
+    has_logits = False
+    uses_inputs = True
+
+    def __init__(self, emb_dim: int | None = None, n_classes: int | None = None, loss: str = "mae",
+                 reduction: str = "mean"):
+        super().__init__(emb_dim, n_classes, reduction)
+        if loss not in RECONSTRUCTION_ERRORS:
+            raise ValueError(f"unknown reconstruction loss {loss!r}: choose one of {list(RECONSTRUCTION_ERRORS)}")
+        self.loss = loss
+
+    def forward(self, output: torch.Tensor, y: torch.Tensor | None = None, inputs: torch.Tensor | None = None) -> torch.Tensor:
+        if inputs is None:
+            raise TypeError("the 'reconstruction' head compares the output with the input images: call it as "
+                            "head(output, labels, inputs=images)")
+        return self.reduce(reconstruction_error(output, inputs, self.loss))
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        raise TypeError("the 'reconstruction' head trains an autoencoder: it has no classes and no logits. "
+                        "Score images by their reconstruction error (utils.anomaly.reconstruction_scores).")
+
+    def extra_repr(self) -> str:
+        return f"loss={self.loss!r}, reduction={self.reduction!r}"

@@ -1,9 +1,13 @@
-"""Embedding networks: image (uint8 or float) -> embedding vector. Heads live in `utils.losses`."""
+"""Networks: image (uint8 or float) -> embedding vector, and autoencoders: image -> image.
+
+Heads (the losses) live in `utils.losses`; an autoencoder trains with the `reconstruction` head.
+"""
 from __future__ import annotations
 
 import warnings
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -68,11 +72,92 @@ def resnet18(in_channels: int = 3, emb_dim: int = 64, pretrained: bool = False) 
     return nn.Sequential(ToFloat(), net)
 
 
-ARCHS = {"cnn": SmallCNN, "resnet18": resnet18}
+# ----------------------------------------------------------------------------- autoencoders
+def conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
+    """3×3 conv (same size) + batch norm + ReLU."""
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                         nn.ReLU(inplace=True))
+
+
+def _to_unit(x: torch.Tensor) -> torch.Tensor:
+    """uint8 0..255 -> float 0..1 (float input is taken as already in 0..1)."""
+    return x.float().div(255) if x.dtype == torch.uint8 else x
+
+
+def _same_size(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`out` resized to `like`'s height and width when pooling rounded a side down (e.g. 7 -> 3 -> 6)."""
+    return out if out.shape[-2:] == like.shape[-2:] else F.interpolate(out, size=like.shape[-2:], mode="nearest")
+
+
+class ConvAutoencoder(nn.Module):
+    """A small convolutional autoencoder: image in 0..1 -> its reconstruction in 0..1 (sigmoid).
+
+    The hourglass: `depth` times (conv-BN-ReLU, 2×2 max-pool) down to a `width` × H/2^depth ×
+    W/2^depth bottleneck (8 × 7 × 7 for MNIST at the defaults), then `depth` times (2× nearest upsampling,
+    conv-BN-ReLU) and a 3×3 conv back to the input's channels. With `skips=True` it is a small U-Net
+    (Ronneberger et al. 2015): each decoder level also sees the encoder's features of the same size,
+    concatenated — detail can bypass the bottleneck, which makes the model *too* capable for anomaly
+    detection (it reconstructs what it never saw). `emb_dim` is accepted so that `make_model` builds
+    every architecture alike, and unused: the bottleneck's size is set by `width` and `depth`.
+    """
+
+    def __init__(self, in_channels: int = 1, emb_dim: int | None = None, width: int = 8, depth: int = 2,
+                 skips: bool = False):
+        super().__init__()
+        self.skips = bool(skips)
+        self.down = nn.ModuleList(conv_bn_relu(in_channels if i == 0 else width, width) for i in range(depth))
+        self.up = nn.ModuleList(conv_bn_relu(width * (2 if skips else 1), width) for _ in range(depth))
+        self.out = nn.Conv2d(width, in_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, saved = _to_unit(x), []
+        for block in self.down:
+            h = block(h)
+            saved.append(h)
+            h = F.max_pool2d(h, 2)
+        for block in self.up:
+            skip = saved.pop()
+            h = _same_size(F.interpolate(h, scale_factor=2, mode="nearest"), skip)
+            h = block(torch.cat([h, skip], 1) if self.skips else h)
+        return _same_size(torch.sigmoid(self.out(h)), x)
+
+
+def unet_autoencoder(in_channels: int = 1, emb_dim: int | None = None, width: int = 8,
+                     depth: int = 2) -> ConvAutoencoder:
+    """`ConvAutoencoder` with skip connections: a small U-Net."""
+    return ConvAutoencoder(in_channels, emb_dim, width, depth, skips=True)
+
+
+class SuperResolution(nn.Module):
+    """"Super-resolution" reconstruction: max-pool the image `factor`× (28×28 -> 7×7), then a learned
+    convolutional decoder (log2(factor) times: 2× upsampling, conv-BN-ReLU; a 3×3 conv; sigmoid) back to
+    full size. The encoder is fixed, so the model can only learn how normal images look at full
+    resolution given their coarse version. `emb_dim` is accepted and unused (see `ConvAutoencoder`)."""
+
+    def __init__(self, in_channels: int = 1, emb_dim: int | None = None, width: int = 8, factor: int = 4):
+        super().__init__()
+        if factor < 2 or factor & (factor - 1):
+            raise ValueError(f"factor must be a power of two >= 2, got {factor!r}")
+        self.factor = factor
+        levels = factor.bit_length() - 1
+        self.up = nn.ModuleList(conv_bn_relu(in_channels if i == 0 else width, width) for i in range(levels))
+        self.out = nn.Conv2d(width, in_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = _to_unit(x)
+        h = F.max_pool2d(xf, self.factor)
+        for block in self.up:
+            h = block(F.interpolate(h, scale_factor=2, mode="nearest"))
+        return _same_size(torch.sigmoid(self.out(h)), x)
+
+
+ARCHS = {"cnn": SmallCNN, "resnet18": resnet18,
+         "conv_ae": ConvAutoencoder, "unet_ae": unet_autoencoder, "superres_ae": SuperResolution}
+AUTOENCODERS = ("conv_ae", "unet_ae", "superres_ae")  # image -> image: train them with the "reconstruction" head
 
 
 def make_model(arch: str = "cnn", in_channels: int = 1, emb_dim: int = 64, **kw) -> nn.Module:
-    """Build an embedding network by name (`cnn` or `resnet18`)."""
+    """Build a network by name: an embedding network (`cnn`, `resnet18`) or an autoencoder (`AUTOENCODERS`)."""
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}: choose one of {sorted(ARCHS)}")
     model = ARCHS[arch](in_channels=in_channels, emb_dim=emb_dim, **kw)

@@ -281,3 +281,37 @@ def pairs(queries: torch.Tensor, matches: torch.Tensor, titles: list[str] | None
     bottom = list(match_titles[:m]) if match_titles is not None else [""] * m
     labels = top + bottom if titles is not None or match_titles is not None else None
     return image_grid(images, labels, ncols=m, size=size, title=title)
+
+
+def reconstructions(images: torch.Tensor, recons: torch.Tensor, titles: list[str] | None = None,
+                    n: int = 10, size: float = 1.15, title: str | None = None) -> plt.Figure:
+    """Three rows per image: the input, an autoencoder's reconstruction, and the error map |input − output|
+    (the channels' mean; one colour scale for the whole figure, so errors compare across images)."""
+    m = min(n, len(images), len(recons))
+    if m == 0:
+        raise ValueError("no images to show")
+    x = images[:m].detach().cpu().float()
+    x = x / 255 if images.dtype == torch.uint8 else x
+    r = recons[:m].detach().cpu().float()
+    if x.shape != r.shape:
+        raise ValueError(f"images {tuple(x.shape)} and reconstructions {tuple(r.shape)} differ in shape")
+    err = (x - r).abs().mean(1)
+    vmax = max(float(err.max()), 1e-6)
+    fig, axes = plt.subplots(3, m, figsize=(size * m, size * 3 + (0.35 if title else 0)), squeeze=False)
+    for j in range(m):
+        for i, (img, kw) in enumerate(((x[j], {}), (r[j], {}), (err[j], {"cmap": "magma", "vmin": 0, "vmax": vmax}))):
+            ax = axes[i, j]
+            if i < 2:
+                ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy() if img.shape[0] == 3 else img[0].numpy(),
+                          cmap=None if img.shape[0] == 3 else "gray", vmin=0, vmax=1)
+            else:
+                ax.imshow(img.numpy(), **kw)
+            ax.set_xticks([]), ax.set_yticks([])
+        if titles is not None:
+            axes[0, j].set_title(str(titles[j]), fontsize=8)
+    for i, label in enumerate(("input", "output", "|error|")):
+        axes[i, 0].set_ylabel(label, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

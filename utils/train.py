@@ -101,6 +101,15 @@ def random_affine(x: torch.Tensor, g: torch.Generator, degrees: float = 10.0, sc
     return F.grid_sample(xf, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def gaussian_noise(x: torch.Tensor, sigma: float, g: torch.Generator) -> torch.Tensor:
+    """`x` (uint8 0..255 or float 0..1) plus independent N(0, σ²) noise per pixel, clipped to 0..1 (float).
+
+    The corruption of a denoising autoencoder (σ on the 0..1 scale: 0.1 is a tenth of full brightness)."""
+    xf = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+    noise = torch.randn(xf.shape, generator=g, device=g.device).to(xf.device)
+    return (xf + sigma * noise).clamp_(0, 1)
+
+
 @contextmanager
 def per_sample(head: losses.Head):
     """Temporarily switch a head to per-sample losses (reduction='none')."""
@@ -141,17 +150,20 @@ class NaNLossError(FloatingPointError):
 
 def fit(model: nn.Module, head: losses.Head, x: torch.Tensor, y: torch.Tensor, *,
         epochs: int = 15, bs: int = 128, lr: float = 3e-3, wd: float = 1e-2,
-        augment: int = 0, affine: dict | None = None, mixup: float = 0.0,
+        augment: int = 0, affine: dict | None = None, noise: float = 0.0, mixup: float = 0.0,
         sampler: PKSampler | None = None, valid: tuple[torch.Tensor, torch.Tensor] | None = None,
         seed: int = 0, device: torch.device | str | None = None, amp: bool | None = None,
         progress: bool | None = None) -> pd.DataFrame:
     """Train `model` + `head` with AdamW and a one-cycle schedule; return the per-epoch history.
 
     x: uint8 images N×C×H×W, y: int64 labels. `augment` = max random shift in pixels (0 = none);
-    `affine` = keyword arguments of `random_affine` (None = off; {} = its defaults); `mixup` =
-    Beta(α, α) parameter (0 = off). Batches are slices of a fresh random order every epoch, or, with a
-    `sampler` (`PKSampler(p, k)`: P classes × K images, what pair and triplet heads need to find
-    positives), its class-balanced batches (then `bs` is ignored). `valid` = (x, y) evaluated after
+    `affine` = keyword arguments of `random_affine` (None = off; {} = its defaults); `noise` = σ of the
+    Gaussian noise added to the network's input (`gaussian_noise`; 0 = off); `mixup` = Beta(α, α)
+    parameter (0 = off). A head that uses the inputs (`head.uses_inputs`: the autoencoders'
+    `reconstruction`) gets the batch as the network saw it before the noise, `head(model(noisy),
+    labels, inputs=clean)` — so with `noise` > 0 an autoencoder learns to denoise.
+    Batches are slices of a fresh random order every epoch, or, with a `sampler` (`PKSampler(p, k)`:
+    P classes × K images, what pair and triplet heads need to find positives), its class-balanced batches (then `bs` is ignored). `valid` = (x, y) evaluated after
     every epoch (heads with logits only).
     Every parameter of the model and the head is optimized (`param_groups`); the head's `begin` is
     called with the number of steps, its `step` after each one. The schedule is fastai's
@@ -166,6 +178,9 @@ def fit(model: nn.Module, head: losses.Head, x: torch.Tensor, y: torch.Tensor, *
     amp_dtype, use_scaler = choose_precision(device.type) if amp else (None, False)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     progress = show_progress(progress)
+    if mixup and head.uses_inputs:
+        raise ValueError(f"mixup mixes labels, and the {head.name!r} head learns from the inputs: "
+                         f"use mixup=0 (or noise= / augment= to vary the inputs)")
     model.to(device).to(memory_format=torch.channels_last)
     head.to(device)
     x, y = x.to(device), y.to(device)
@@ -199,9 +214,14 @@ def fit(model: nn.Module, head: losses.Head, x: torch.Tensor, y: torch.Tensor, *
                 xb = random_shift(xb, augment, g)
             if affine is not None:
                 xb = random_affine(xb, g, **affine)
+            clean = xb
+            if noise:
+                xb = gaussian_noise(xb, noise, g)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 if mixup:
                     loss = mixup_loss(model, head, xb, yb, mixup, g)
+                elif head.uses_inputs:
+                    loss = head(model(xb), yb, inputs=clean)
                 else:
                     loss = head(model(xb), yb)
             opt.zero_grad(set_to_none=True)
@@ -349,14 +369,15 @@ def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
 
 def train(data: ImageData, head: str = "softmax", *, arch: str = "cnn", emb_dim: int = 64,
           hparams: dict | None = None, epochs: int = 15, bs: int = 128, lr: float = 3e-3,
-          wd: float = 1e-2, augment: int = 0, affine: dict | None = None, mixup: float = 0.0,
-          pk: tuple[int, int] | None = None, seed: int = 0, arch_kw: dict | None = None,
+          wd: float = 1e-2, augment: int = 0, affine: dict | None = None, noise: float = 0.0,
+          mixup: float = 0.0, pk: tuple[int, int] | None = None, seed: int = 0, arch_kw: dict | None = None,
           validate: bool = True, cache: bool = True, progress: bool | None = None) -> Trained:
     """Seed, build `arch` + `head`, fit on `data`'s train split (test split as validation), cache.
 
     `pk=(P, K)` trains on class-balanced batches of P classes × K images (`PKSampler`; `bs` is then
-    P·K). Heads without logits (pair and triplet losses) have no test accuracy: their history holds
-    the training loss only, and the notebooks evaluate their embeddings directly. `validate=False`
+    P·K). Heads without logits (pair and triplet losses, the autoencoders' `reconstruction`) have no test
+    accuracy: their history holds the training loss only, and the notebooks evaluate their embeddings
+    (or reconstructions) directly. `noise`: see `fit` (a denoising autoencoder). `validate=False`
     skips the per-epoch test metrics (e.g. when the test split holds classes the head has never seen).
     The cache key covers every argument, the training data's content and the training code, so a
     change anywhere retrains instead of loading a stale model.
@@ -367,7 +388,7 @@ def train(data: ImageData, head: str = "softmax", *, arch: str = "cnn", emb_dim:
     config = dict(arch=arch, arch_kw=arch_kw, emb_dim=emb_dim, head=head, hparams=hparams,
                   epochs=epochs, bs=bs, lr=lr, wd=wd, augment=augment, mixup=mixup, seed=seed,
                   data=data_fingerprint(data.x_train, data.y_train),
-                  affine=affine, pk=list(pk) if pk is not None else None,
+                  affine=affine, noise=float(noise), pk=list(pk) if pk is not None else None,
                   test=data_fingerprint(data.x_test, data.y_test), code=source_hash())
     key = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / "models" / f"{arch}-{head}-{key}.pt"
@@ -381,7 +402,7 @@ def train(data: ImageData, head: str = "softmax", *, arch: str = "cnn", emb_dim:
         device = default_device()
         return Trained(net.to(device), hd.to(device), pd.DataFrame(state["history"]), key, config, True)
     hist = fit(net, hd, data.x_train, data.y_train, epochs=epochs, bs=bs, lr=lr, wd=wd,
-               augment=augment, affine=affine, mixup=mixup, sampler=sampler,
+               augment=augment, affine=affine, noise=noise, mixup=mixup, sampler=sampler,
                valid=(data.x_test, data.y_test) if validate else None, seed=seed, progress=progress)
     if cache:
         atomic_save({"model": net.state_dict(), "head": hd.state_dict(),
