@@ -438,3 +438,17 @@ def test_validate_false_skips_test_metrics_and_affine_is_keyed(tiny_digits):
     a = train.train(tiny_digits, "softmax", epochs=1, affine={}, emb_dim=8, arch_kw={"width": 4},
                     progress=False, cache=False)
     assert a.key != r.key and a.config["affine"] == {} and "test_acc" in a.history
+
+
+def test_training_code_adds_the_module_that_registered_an_architecture_or_head(monkeypatch):
+    """A network or head registered by another utils module puts that module's source into the cache key."""
+    from utils import notebook, plot
+
+    assert train.training_code("cnn", "softmax") == train.TRAINING_CODE
+    monkeypatch.setitem(models.ARCHS, "elsewhere", notebook.banner)        # defined in utils/notebook.py
+    monkeypatch.setitem(losses._REGISTRY, "elsewhere_head", plot.style)     # defined in utils/plot.py
+    assert train.training_code("elsewhere", "softmax") == (*train.TRAINING_CODE, "notebook.py")
+    assert train.training_code("elsewhere", "elsewhere_head") == (*train.TRAINING_CODE, "notebook.py", "plot.py")
+    assert train.source_hash(train.training_code("elsewhere", "softmax")) != train.source_hash()
+    monkeypatch.setitem(losses._REGISTRY, "outside", test_training_code_adds_the_module_that_registered_an_architecture_or_head)
+    assert train.training_code("cnn", "outside") == train.TRAINING_CODE    # not a utils module: not hashed

@@ -45,7 +45,8 @@ from .data import ImageData
 
 N_CLASSES = 10
 KEY = ["dataset", "k", "metric", "case", "method", "mixup", "n_per_class", "epochs", "arch", "seed", "config"]
-# the modules whose source a result depends on (a change there recomputes every cell)
+# the modules whose source a result depends on (a change there recomputes every cell); a module that
+# registers its own architecture or head is added for the cells that use it (`train.training_code`)
 CODE = ("models.py", "losses.py", "pairs.py", "train.py", "embed.py", "anomaly.py", "benchmark.py")
 COLUMNS = (KEY[:4] + ["anomaly_classes"] + KEY[4:] + ["score", "auroc"]
            + [f"norm_dist_{c}" for c in range(N_CLASSES)] + ["train_seconds", "from_cache"])
@@ -337,9 +338,12 @@ def cell_config(data_fp: str, budget: Budget, head: tuple, mixup: float) -> str:
     name, hparams, train_kw = _spec("", head)
     # n_cases (which cells exist) and ks (which score rows a cell has) do not change any cell's numbers
     spent = {k: v for k, v in asdict(budget).items() if k not in ("n_cases", "ks")}
+    archs = [train_kw["arch"]] if "arch" in train_kw else (
+        [budget.arch] if isinstance(budget.arch, str) else [*budget.arch.values(), "cnn"])
+    code = tuple(dict.fromkeys(CODE + sum((train.training_code(a, name) for a in archs), ())))
     blob = json.dumps({"budget": spent, "head": name, "hparams": hparams, "mixup": float(mixup),
                        **({"train_kw": train_kw} if train_kw else {}),
-                       "data": data_fp, "code": train.source_hash(CODE)}, sort_keys=True, default=str)
+                       "data": data_fp, "code": train.source_hash(code)}, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 

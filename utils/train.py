@@ -349,6 +349,20 @@ class Trained:
 TRAINING_CODE = ("models.py", "losses.py", "pairs.py", "train.py")
 
 
+def training_code(arch: str, head: str) -> tuple[str, ...]:
+    """The `utils` modules a trained network depends on: `TRAINING_CODE`, plus the module that defines the
+    architecture or the head when another module registered it (e.g. a head added by `utils.demo`), so
+    that editing that module retrains too."""
+    import inspect
+
+    here, names = Path(__file__).resolve().parent, list(TRAINING_CODE)
+    for obj in (models.ARCHS.get(arch), losses._REGISTRY.get(head)):
+        src = Path(inspect.getsourcefile(obj)).resolve() if obj is not None else None
+        if src is not None and src.parent == here and src.name not in names:
+            names.append(src.name)
+    return tuple(names)
+
+
 def source_hash(names: tuple[str, ...] = TRAINING_CODE) -> str:
     """Hash of `utils` modules' source (default: what defines models, heads and training), so a code
     change invalidates what was computed with the old code."""
@@ -389,7 +403,7 @@ def train(data: ImageData, head: str = "softmax", *, arch: str = "cnn", emb_dim:
                   epochs=epochs, bs=bs, lr=lr, wd=wd, augment=augment, mixup=mixup, seed=seed,
                   data=data_fingerprint(data.x_train, data.y_train),
                   affine=affine, noise=float(noise), pk=list(pk) if pk is not None else None,
-                  test=data_fingerprint(data.x_test, data.y_test), code=source_hash())
+                  test=data_fingerprint(data.x_test, data.y_test), code=source_hash(training_code(arch, head)))
     key = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / "models" / f"{arch}-{head}-{key}.pt"
     seed_everything(seed)
