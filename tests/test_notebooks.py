@@ -107,7 +107,8 @@ def test_07_benchmark_ranks_held_out_classes_above_chance(smoke):
     assert all(0 <= v <= 1 for v in aurocs.values())
     for ae in ("autoencoder", "denoising AE", "super-res AE"):  # reconstruction error ignores the metric
         by_metric = [[v for k, v in aurocs.items() if k.endswith(f"_k5_{metric}_{ae}")] for metric in ("cosine", "euclidean")]
-        assert len(by_metric[0]) == 1 and by_metric[0] == by_metric[1], (ae, by_metric)
+        # the same network (the Euclidean cell loads the cached copy): equal up to float rounding
+        assert len(by_metric[0]) == 1 and by_metric[0] == pytest.approx(by_metric[1], abs=1e-6), (ae, by_metric)
     cosine = [v for k, v in aurocs.items() if "_cosine_" in k]
     assert sum(cosine) / len(cosine) > 0.6, aurocs  # held-out digit classes score above the trained ones
 
