@@ -6,8 +6,9 @@
 
 The parameters cell is left as it is: its `MODE = None` resolves to the runner's mode through
 `$DML_MODE` (a learner who sets MODE in that cell gets exactly that mode), so executed notebooks
-carry no injected cell. The mode, the `utils` code version and the run time are written into the
-executed notebook's metadata (`metadata.dml`); the tests check them. Progress bars are off
+carry no injected cell. The mode, the `utils` code version, the modules it hashes and the run time are
+written into the executed notebook's metadata (`metadata.dml`); the tests check that those modules are
+unchanged and include every `utils` module the notebook imports, directly or through another. Progress bars are off
 (`DML_PROGRESS=0`) so outputs stay clean. Each notebook records its headline numbers into
 `<out>/<notebook>.json`; `<out>/SUMMARY.md` gathers them. `--dataset` is the one override that needs
 papermill's injected parameters cell, so it cannot be combined with `--inplace`.
@@ -54,6 +55,11 @@ def clean_metadata(path: Path, run: dict | None = None) -> None:
     path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
+def utils_modules() -> list[str]:
+    """The `utils` source files a code version hashes (`utils.notebook.code_version`), sorted."""
+    return sorted(p.name for p in (ROOT / "utils").glob("*.py"))
+
+
 def execute(nb: Path, out: Path, mode: str, dataset: str | None, results: Path, timeout: int) -> dict:
     """Run one notebook; return a summary row."""
     import papermill as pm
@@ -66,6 +72,7 @@ def execute(nb: Path, out: Path, mode: str, dataset: str | None, results: Path, 
     strip_injected(nb, source)
     env = {"DML_RESULTS": str(results), MODE_ENV: mode, "DML_PROGRESS": "0"}
     version = code_version()  # the utils the notebook runs with; an edit during the run is caught below
+    modules = utils_modules()  # the files that version hashes: later modules leave this run's outputs valid
     t0 = time.perf_counter()
     row = {"notebook": nb.name, "mode": mode}
     try:
@@ -85,7 +92,7 @@ def execute(nb: Path, out: Path, mode: str, dataset: str | None, results: Path, 
                         f"its outputs come from no single version; run it again")
     row["results"] = json.loads(results.read_text()) if results.is_file() else {}
     if out.is_file():
-        clean_metadata(out, {"mode": mode, "utils": version, "seconds": row["seconds"]})
+        clean_metadata(out, {"mode": mode, "utils": version, "utils_modules": modules, "seconds": row["seconds"]})
     return row
 
 

@@ -1,0 +1,411 @@
+"""Draw a digit: turn any picture into an MNIST-style 28×28 digit, and answer a digit or "not a digit".
+
+    from utils.demo import Recognizer
+    r = Recognizer.default()          # the published recognizer (results/demo_recognizer.pt), or trained once
+    r.predict(png_bytes)              # {"is_digit": True, "digit": 7, "confidence": 0.99, "score": …, …}
+
+`to_mnist` prepares an image the way MNIST's digits were made (LeCun et al. 1998): gray, light ink on a
+dark background, cropped to the ink, scaled so the longer side is 20 pixels (aspect ratio kept),
+placed in 28×28 with its centre of mass at the centre; strokes much thinner or thicker than MNIST's
+are first thickened or thinned. A `Recognizer` is an embedding network with its classification head,
+a "not a digit" score (`utils.ood`) and the threshold above which it answers "not a digit".
+"""
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import ood
+
+DEFAULT_PATH = Path(__file__).resolve().parent.parent / "results" / "demo_recognizer.pt"
+MAX_PIXELS = 4096 * 4096        # larger pictures are refused (decompression bombs, accidental huge uploads)
+BOX = 20                        # MNIST: the digit's longer side, in pixels
+SIDE = 28
+CENTRE = 14.0                   # MNIST's centre of mass: (13.99, 14.00) on the test set, in pixel indices
+INK = 0.2                       # ink = pixels brighter than this fraction of the brightest one
+MNIST_THICKNESS = 3.2           # MNIST's median stroke width, in 28×28 pixels (`stroke_width` on the test set)
+
+
+class BadImage(ValueError):
+    """The input cannot be read as a picture; the message says what to send instead."""
+
+
+class EmptyImage(BadImage):
+    """The picture has no ink: nothing to recognize."""
+
+
+# ----------------------------------------------------------------------------- reading pictures
+def _from_pil(img) -> np.ndarray:
+    """A PIL image -> float gray H×W in 0..255. Transparent pixels are composited over the background the
+    drawing implies: white under dark ink, black under light ink."""
+    if img.width * img.height > MAX_PIXELS:
+        raise BadImage(f"the picture is {img.width}×{img.height} pixels; send one under {MAX_PIXELS:,} pixels")
+    if img.mode in ("P", "PA"):
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "La", "RGBa"):
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32)
+        gray, alpha = rgba[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32), rgba[..., 3] / 255
+        opaque = alpha > 0.5
+        bg = 0.0 if opaque.any() and gray[opaque].mean() > 127 else 255.0
+        return gray * alpha + bg * (1 - alpha)
+    if img.mode not in ("L", "RGB"):
+        img = img.convert("RGB" if img.mode in ("CMYK", "YCbCr", "HSV", "LAB") else "L")
+    arr = np.asarray(img, dtype=np.float32)
+    if img.mode == "I;16" or arr.max(initial=0) > 255:
+        arr = arr * (255.0 / max(float(arr.max()), 1.0))
+    return arr @ np.array([0.299, 0.587, 0.114], np.float32) if arr.ndim == 3 else arr
+
+
+def decode(data: bytes) -> "PIL.Image.Image":  # noqa: F821
+    """PNG/JPEG/… bytes -> a PIL image; `BadImage` when they are not a picture PIL can read."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise BadImage("the upload is empty: send a PNG or JPEG picture")
+    try:
+        img = Image.open(io.BytesIO(data))
+        if img.width * img.height > MAX_PIXELS:
+            raise BadImage(f"the picture is {img.width}×{img.height} pixels; send one under {MAX_PIXELS:,} pixels")
+        img.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        if isinstance(e, BadImage):
+            raise
+        raise BadImage(f"this is not a picture that can be read ({type(e).__name__}): send a PNG or JPEG") from None
+    return img
+
+
+def to_gray(image) -> np.ndarray:
+    """Any picture -> float32 gray H×W in 0..255.
+
+    Accepts PNG/JPEG bytes, a PIL image, or an array / tensor: H×W gray, H×W×C or C×H×W with C = 1, 3
+    (RGB) or 4 (RGBA), or 1×1×H×W; uint8 (0..255) or float (0..1, or 0..255 when larger values occur).
+    """
+    from PIL import Image
+
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return _from_pil(decode(bytes(image)))
+    if isinstance(image, Image.Image):
+        return _from_pil(image)
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    if not isinstance(image, np.ndarray):
+        raise BadImage(f"cannot read a {type(image).__name__}: pass PNG/JPEG bytes, a PIL image or an H×W array")
+    a = np.asarray(image)
+    while a.ndim > 3 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
+        a = np.moveaxis(a, 0, -1)                       # C×H×W -> H×W×C
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (3, 4))) or min(a.shape[:2]) < 1:
+        raise BadImage(f"an image array must be H×W, H×W×3 (RGB) or H×W×4 (RGBA), got shape {tuple(image.shape)}")
+    if a.shape[0] * a.shape[1] > MAX_PIXELS:
+        raise BadImage(f"the picture is {a.shape[1]}×{a.shape[0]} pixels; send one under {MAX_PIXELS:,} pixels")
+    if a.dtype == bool:
+        a = a.astype(np.uint8) * 255
+    if not np.issubdtype(a.dtype, np.number):
+        raise BadImage(f"image arrays must hold numbers, not {a.dtype}")
+    a = a.astype(np.float32)
+    if not np.isfinite(a).all():
+        raise BadImage("the image array holds NaN or infinite values")
+    if not np.issubdtype(image.dtype, np.integer) and a.max(initial=0) <= 1.0:
+        a = a * 255
+    if a.ndim == 3:
+        mode = "RGBA" if a.shape[-1] == 4 else "RGB"
+        return _from_pil(Image.fromarray(a.clip(0, 255).round().astype(np.uint8), mode))
+    return a.clip(0, 255)
+
+
+# ----------------------------------------------------------------------------- MNIST's convention
+def ink_on_dark(gray: np.ndarray) -> np.ndarray:
+    """Light ink on a dark background, background at 0: a picture whose border is mostly light (dark ink
+    on paper, a canvas) is inverted; then the border's median level is subtracted."""
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    if np.median(border) > 127:
+        gray = 255 - gray
+        border = 255 - border
+    return np.clip(gray - np.median(border), 0, None)
+
+
+def stroke_width(mask: np.ndarray) -> float:
+    """Mean stroke width of a binary ink mask, in pixels: the ink area divided by half its boundary."""
+    from scipy import ndimage
+
+    area = mask.sum()
+    boundary = (mask & ~ndimage.binary_erosion(mask)).sum()
+    return float(area / (boundary / 2)) if boundary else 0.0
+
+
+def _disk(radius: int) -> np.ndarray:
+    r = np.arange(-radius, radius + 1)
+    return (r[:, None] ** 2 + r[None, :] ** 2) <= radius * radius + 0.5
+
+
+def _normalize_strokes(ink: np.ndarray, scale: float) -> np.ndarray:
+    """Thicken strokes that would be thinner than 0.6× MNIST's width after scaling by `scale`, thin those
+    thicker than 1.8× (grey dilation / erosion with a disk); MNIST's own digits lie between and are kept."""
+    from scipy import ndimage
+
+    width = stroke_width(ink > INK * ink.max()) * scale
+    if width <= 0:
+        return ink
+    target = MNIST_THICKNESS / scale                 # MNIST's width, in this picture's pixels
+    if width < 0.6 * MNIST_THICKNESS:
+        radius = int(round((target - width / scale) / 2))
+        return ndimage.grey_dilation(ink, footprint=_disk(radius)) if radius >= 1 else ink
+    if width > 1.8 * MNIST_THICKNESS:
+        radius = int(round((width / scale - target) / 2))
+        thin = ndimage.grey_erosion(ink, footprint=_disk(radius)) if radius >= 1 else ink
+        return thin if thin.max() > INK * ink.max() else ink
+    return ink
+
+
+def _resize(a: np.ndarray, height: int, width: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(a.astype(np.float32), "F").resize((width, height), Image.Resampling.LANCZOS
+                                                                        if min(height, width) < min(a.shape) else Image.Resampling.BILINEAR))
+
+
+def to_mnist(image, normalize_strokes: bool = True) -> np.ndarray:
+    """Any picture (see `to_gray`) -> 28×28 uint8, prepared as MNIST's digits were.
+
+    Raises `EmptyImage` when there is no ink (a blank or uniform picture) and `BadImage` for input that
+    is not a picture.
+    """
+    ink = ink_on_dark(to_gray(image))
+    peak = float(ink.max(initial=0))
+    if peak < 32:                                    # nothing brighter than an eighth of full scale
+        raise EmptyImage("the picture is empty: draw something")
+    rows, cols = np.nonzero(ink > INK * peak)
+    ink = ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    scale = BOX / max(ink.shape)
+    if normalize_strokes:
+        ink = _normalize_strokes(np.pad(ink, 8), scale)
+        rows, cols = np.nonzero(ink > INK * ink.max())
+        ink = ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        scale = BOX / max(ink.shape)
+    h, w = max(1, round(ink.shape[0] * scale)), max(1, round(ink.shape[1] * scale))
+    small = np.clip(_resize(ink, h, w), 0, None)
+    small = small * (255.0 / max(float(small.max()), 1e-6))
+    out = np.zeros((SIDE, SIDE), np.float32)
+    top, left = (SIDE - h) // 2, (SIDE - w) // 2
+    out[top:top + h, left:left + w] = small
+    ys, xs = np.mgrid[:SIDE, :SIDE]
+    m = out.sum()
+    dy, dx = round(CENTRE - (out * ys).sum() / m), round(CENTRE - (out * xs).sum() / m)
+    dy = int(np.clip(dy, -top, SIDE - top - h)); dx = int(np.clip(dx, -left, SIDE - left - w))  # noqa: E702
+    out = np.roll(out, (dy, dx), axis=(0, 1))
+    return out.round().clip(0, 255).astype(np.uint8)
+
+
+def batch_to_mnist(images, normalize_strokes: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """`to_mnist` over a stack of images (N×C×H×W uint8): (N'×1×28×28 uint8, the indices kept). Empty
+    pictures are left out (the recognizer answers "draw something" for them)."""
+    out, kept = [], []
+    for i, img in enumerate(images):
+        try:
+            out.append(to_mnist(img, normalize_strokes))
+            kept.append(i)
+        except EmptyImage:
+            pass
+    x = torch.from_numpy(np.stack(out)).unsqueeze(1) if out else torch.zeros(0, 1, SIDE, SIDE, dtype=torch.uint8)
+    return x, torch.tensor(kept, dtype=torch.int64)
+
+
+# ----------------------------------------------------------------------------- the recognizer
+@dataclass
+class Recognizer:
+    """A digit classifier that can say "not a digit".
+
+    `model` maps 28×28 images to embeddings, `head.logits` them to class scores; `scorer` (`utils.ood`)
+    gives a score that grows as an image looks less like a digit, and an image is rejected when that
+    score is above `threshold`. `info` says how it was made (data, training, the measured rates).
+    """
+
+    model: torch.nn.Module
+    head: torch.nn.Module
+    scorer: ood.Scorer
+    threshold: float
+    classes: list[str] = field(default_factory=lambda: [str(i) for i in range(10)])
+    info: dict = field(default_factory=dict)
+
+    @torch.no_grad()
+    def scores(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """For prepared 28×28 images (N×1×28×28 uint8): class probabilities, predictions, rejection scores."""
+        from .train import embed
+
+        self.model.eval(), self.head.eval()
+        emb = embed(self.model, x, device="cpu")
+        logits = self.head.logits(emb)
+        probs = logits.softmax(1)
+        return {"probs": probs, "pred": probs.argmax(1), "score": self.scorer.score(emb, logits),
+                "emb": emb, "logits": logits}
+
+    def accepts(self, x: torch.Tensor) -> torch.Tensor:
+        """Whether each prepared image is taken for a digit (its score at or below the threshold)."""
+        return self.scores(x)["score"] <= self.threshold
+
+    def predict(self, image) -> dict:
+        """Answer one picture (anything `to_gray` reads): a dict with `is_digit`, `digit` (None when
+        rejected), `confidence` (the top class probability), `score`, `threshold`, `method`, `probs`,
+        `image` (the 28×28 uint8 array the model saw) and `message` (a sentence to show).
+
+        Raises `EmptyImage` for a picture with no ink and `BadImage` for one that cannot be read.
+        """
+        t0 = time.perf_counter()
+        x28 = to_mnist(image)
+        s = self.scores(torch.from_numpy(x28)[None, None])
+        score, probs = float(s["score"][0]), s["probs"][0]
+        top = int(probs.argmax())
+        ok = score <= self.threshold
+        msg = (f"{self.classes[top]} ({probs[top]:.0%} sure)" if ok else
+               f"not a digit ({self.scorer.name} score {score:.3g} > threshold {self.threshold:.3g})")
+        return {"is_digit": bool(ok), "digit": top if ok else None, "confidence": float(probs[top]),
+                "score": score, "threshold": float(self.threshold), "method": self.scorer.name,
+                "probs": [round(float(p), 4) for p in probs], "image": x28, "message": msg,
+                "seconds": time.perf_counter() - t0}
+
+    # ------------------------------------------------------------------ saving, loading, the default
+    def save(self, path: str | Path) -> None:
+        """Write the recognizer (weights, scorer, threshold, info) atomically."""
+        from .data import atomic_save
+
+        atomic_save({"model": self.model.state_dict(), "head": self.head.state_dict(),
+                     "head_name": self.head.name, "head_hparams": self.info.get("head_hparams", {}),
+                     "emb_dim": self.model.emb_dim, "scorer": self.scorer.state(),
+                     "threshold": float(self.threshold), "classes": self.classes, "info": self.info}, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Recognizer":
+        """Read a recognizer written by `save`."""
+        from . import losses, models
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no recognizer at {path}: build one with Recognizer.build() or use "
+                                    f"Recognizer.default()")
+        st = torch.load(path, map_location="cpu", weights_only=False)
+        model = models.make_model("cnn", in_channels=1, emb_dim=st["emb_dim"])
+        model.load_state_dict(st["model"])
+        head = losses.make(st["head_name"], emb_dim=st["emb_dim"], n_classes=len(st["classes"]), **st["head_hparams"])
+        head.load_state_dict(st["head"])
+        return cls(model.eval(), head.eval(), ood.Scorer.from_state(st["scorer"]), st["threshold"],
+                   st["classes"], st["info"])
+
+    @classmethod
+    def build(cls, digits, outliers: torch.Tensor | None = None, *, score: str = "energy",
+              valid: torch.Tensor | None = None, keep: float = 0.99, epochs: int = 3, bs: int = 128,
+              emb_dim: int = 64, alpha: float = 16.0, seed: int = 0, progress: bool | None = False) -> "Recognizer":
+        """Train a recognizer on `digits` (an `ImageData` of 28×28 digits) and fit its score.
+
+        With `outliers` (N×1×28×28 uint8 pictures that are not digits, already through `to_mnist`) it
+        trains with outlier exposure (the `outlier_exposure` head), else with plain L2-softmax. The
+        threshold keeps a fraction `keep` of the `valid` digits (default: the test split's). Training
+        is cached by `utils.train.train`.
+        """
+        from dataclasses import replace
+
+        from .train import embed, train
+
+        hparams = {"alpha": alpha}
+        data = digits
+        if outliers is not None and len(outliers):
+            data = replace(digits, x_train=torch.cat([digits.x_train, outliers]),
+                           y_train=torch.cat([digits.y_train, torch.full((len(outliers),), ood.NOT_A_DIGIT)]),
+                           name=f"{digits.name}+{len(outliers)} outliers")
+        head = "outlier_exposure" if data is not digits else "l2softmax"
+        run = train(data, head, hparams=hparams, emb_dim=emb_dim, epochs=epochs, bs=bs, augment=2,
+                    seed=seed, progress=progress)
+        model, hd = run.model.cpu().eval(), run.head.cpu().eval()
+        emb = embed(model, digits.x_train, device="cpu")
+        scorer = ood.make_scorer(score).fit(emb, digits.y_train)
+        r = cls(model, hd, scorer, float("inf"), list(digits.classes),
+                {"head": head, "head_hparams": hparams, "data": digits.name, "outliers": int(len(data.y_train) - len(digits.y_train)),
+                 "epochs": epochs, "seed": seed, "train_seconds": float(run.history["seconds"].sum()),
+                 "test_acc": float(run.history["test_acc"].iloc[-1]), "keep": keep, "training_key": run.key})
+        r.calibrate(valid if valid is not None else digits.x_test, keep)
+        return r
+
+    def calibrate(self, digits: torch.Tensor, keep: float = 0.99) -> float:
+        """Set the threshold that keeps a fraction `keep` of these prepared real digits; return it."""
+        self.threshold = ood.threshold_keeping(self.scores(digits)["score"], keep)
+        self.info["keep"] = keep
+        return self.threshold
+
+    @classmethod
+    def default(cls, path: str | Path = DEFAULT_PATH, progress: bool | None = False) -> "Recognizer":
+        """The published recognizer: `results/demo_recognizer.pt` (written by notebook 12), or — when it is
+        missing — one trained now with the same recipe on MNIST (scikit-learn's digits offline without
+        MNIST) and saved in the cache for next time."""
+        from .data import cache_dir
+
+        for p in (Path(path), cache_dir() / "demo_recognizer.pt"):
+            if p.is_file():
+                return cls.load(p)
+        print(f"no recognizer at {Path(path).name}: training one (about a minute on a 2-core CPU)…", flush=True)
+        r = default_recipe(progress=progress)
+        r.save(cache_dir() / "demo_recognizer.pt")
+        return r
+
+
+def outlier_set(n_each: int, seed: int = 0, fashion: torch.Tensor | None = None,
+                photos: torch.Tensor | None = None) -> torch.Tensor:
+    """Pictures that are not digits, for outlier exposure, prepared by `to_mnist`: `n_each` of every
+    drawn family of `utils.ood.DRAWN` but the near-blank specks, and up to `n_each` of `fashion` and
+    `photos` (N×C×H×W uint8) when given."""
+    parts = [fam(n_each, seed) for name, fam in ood.DRAWN.items() if name != "specks"]
+    for extra in (fashion, photos):
+        if extra is not None:
+            parts.append(extra[torch.randperm(len(extra), generator=torch.Generator().manual_seed(seed))[:n_each]])
+    return torch.cat([batch_to_mnist(p)[0] for p in parts])
+
+
+RECIPE = dict(n_outliers_each=3000, epochs=2, score="energy", keep=0.99, n_valid=5000)
+
+
+@dataclass
+class RecipeData:
+    """What a recognizer is trained and calibrated on: the training digits (MNIST's training images but
+    the validation ones), the validation digits (prepared 28×28) and the outlier-exposure pictures."""
+    digits: "ImageData"  # noqa: F821
+    valid: torch.Tensor
+    outliers: torch.Tensor
+
+
+def recipe_data(seed: int = 0, n_outliers_each: int = RECIPE["n_outliers_each"],
+                n_valid: int = RECIPE["n_valid"], n_train: int | None = None) -> RecipeData:
+    """The default recipe's data: MNIST (scikit-learn's digits offline without it) with `n_valid` training
+    images held out for the threshold, and `outlier_set` of drawn strokes, scribbles and shapes,
+    Fashion-MNIST's training images (when available) and crops of scikit-learn's photos (their left
+    halves). `n_train` subsamples the digits per class (None: all)."""
+    from dataclasses import replace
+
+    from . import data as D
+
+    digits = D.load("mnist", fallback="digits")
+    perm = torch.randperm(len(digits.y_train), generator=torch.Generator().manual_seed(seed))
+    n_valid = min(n_valid, len(perm) // 5)
+    valid, rest = perm[:n_valid].sort().values, perm[n_valid:].sort().values
+    train_digits = replace(digits, x_train=digits.x_train[rest], y_train=digits.y_train[rest],
+                           name=f"{digits.name}[-{n_valid} validation]").per_class(n_train, None, seed)
+    try:
+        fashion = D.load("fashion_mnist").x_train
+    except D.DataNotFound:
+        fashion = None
+    photos = D.load_photos(n_train=n_outliers_each, n_test=1, size=64, seed=seed).x_train
+    return RecipeData(train_digits, digits.x_train[valid], outlier_set(n_outliers_each, seed, fashion, photos))
+
+
+def default_recipe(seed: int = 0, progress: bool | None = False, **overrides) -> Recognizer:
+    """The default recognizer's recipe (`RECIPE`, notebook 12): outlier exposure on `recipe_data`, the
+    score `RECIPE["score"]`, the threshold that keeps 99 % of the validation digits."""
+    cfg = {**RECIPE, **overrides}
+    d = recipe_data(seed, cfg["n_outliers_each"], cfg["n_valid"])
+    return Recognizer.build(d.digits, d.outliers, score=cfg["score"], valid=d.valid, keep=cfg["keep"],
+                            epochs=cfg["epochs"], seed=seed, progress=progress)

@@ -1,0 +1,285 @@
+"""Out-of-distribution ("not a digit") scores for a trained classifier, outlier exposure, and generated
+images that are not digits.
+
+Post-hoc scores, computed from a trained network without retraining (higher = more anomalous, as in
+`utils.anomaly`):
+
+- `msp`: 1 − the maximum softmax probability (Hendrycks & Gimpel 2017);
+- `energy`: −logsumexp of the logits, the free energy (Liu et al. 2020);
+- `mahalanobis`: the smallest class-conditional Mahalanobis distance of the embedding, class means with
+  one shared covariance (Lee et al. 2018, on the last embedding, without their input perturbation);
+- `knn`: cosine distance to the nearest training embedding (notebook 06);
+- `lof`: the Local Outlier Factor of the embedding among the training embeddings (notebook 06).
+
+Outlier exposure (Hendrycks et al. 2019) trains instead: the `outlier_exposure` head is L2-softmax for
+images with a class label and, for images labelled −1 (not digits), the cross-entropy to the uniform
+distribution — the network learns to be unsure on what is not a digit.
+
+`scribbles`, `strokes`, `shapes` and `specks` draw pictures that are not digits the way people draw on a
+canvas: dark strokes on white, in families, seeded.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import anomaly, losses
+
+SCORES = ("msp", "energy", "mahalanobis", "knn", "lof")
+NOT_A_DIGIT = -1  # the label of outlier-exposure images
+
+
+# ----------------------------------------------------------------------------- outlier exposure
+@losses.register("outlier_exposure")
+class OutlierExposureHead(losses.L2SoftmaxHead):
+    """L2-softmax with outlier exposure (Hendrycks et al. 2019).
+
+    Rows labelled with a class get the L2-softmax cross-entropy; rows labelled `NOT_A_DIGIT` (−1) get
+    `lam` × the cross-entropy between the softmax and the uniform distribution, −mean_c log p_c, which is
+    smallest when every class is equally likely. Loss = mean over labelled rows + `lam` × mean over
+    the others (the paper's λ = 0.5). Without −1 labels it is exactly `l2softmax`.
+    """
+
+    def __init__(self, emb_dim: int, n_classes: int, alpha: float = 16.0, lam: float = 0.5, **kw):
+        super().__init__(emb_dim, n_classes, alpha=alpha, **kw)
+        self.lam = float(lam)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logits = self.logits(x.float())
+        out = y == NOT_A_DIGIT
+        per = torch.empty(len(y), device=logits.device)
+        per[~out] = F.cross_entropy(logits[~out], y[~out], reduction="none")
+        per[out] = -self.lam * logits[out].log_softmax(1).mean(1)
+        if self.reduction == "none":
+            return per
+        parts = [per[m].mean() for m in (~out, out) if m.any()]
+        return torch.stack(parts).sum()
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", lam={self.lam:g}"
+
+
+# ----------------------------------------------------------------------------- post-hoc scores
+class Scorer:
+    """A "not a digit" score fitted on the training embeddings: `score(emb, logits)` (higher = less like a
+    digit). `state()` / `Scorer.from_state` store and rebuild it (tensors and numbers only)."""
+
+    name = "score"
+
+    def fit(self, emb: torch.Tensor, y: torch.Tensor) -> "Scorer":
+        return self
+
+    def score(self, emb: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def state(self) -> dict:
+        return {"name": self.name, **{k: v for k, v in vars(self).items() if not k.startswith("_")}}
+
+    @staticmethod
+    def from_state(state: dict) -> "Scorer":
+        state = dict(state)
+        s = make_scorer(state.pop("name"))
+        vars(s).update(state)
+        return s
+
+
+class MSP(Scorer):
+    """1 − max softmax probability."""
+    name = "msp"
+
+    def score(self, emb, logits):
+        return 1 - logits.float().softmax(1).amax(1)
+
+
+class Energy(Scorer):
+    """−logsumexp(logits): low (very negative) when some class is confident."""
+    name = "energy"
+
+    def score(self, emb, logits):
+        return -torch.logsumexp(logits.float(), 1)
+
+
+class Mahalanobis(Scorer):
+    """min over classes of (z − μ_c)ᵀ Σ⁻¹ (z − μ_c), with Σ the covariance pooled over classes."""
+    name = "mahalanobis"
+
+    def fit(self, emb, y):
+        emb, y = emb.double(), y.cpu()
+        classes = torch.unique(y[y >= 0])
+        self.means = torch.stack([emb[y == c].mean(0) for c in classes]).float()
+        centred = torch.cat([emb[y == c] - emb[y == c].mean(0) for c in classes])
+        cov = centred.T @ centred / len(centred)
+        cov += 1e-6 * cov.diagonal().mean() * torch.eye(len(cov), dtype=cov.dtype)  # numerically safe inverse
+        self.precision = torch.linalg.inv(cov).float()
+        return self
+
+    def score(self, emb, logits):
+        d = emb.float()[:, None, :] - self.means[None]                     # n × C × d
+        return torch.einsum("ncd,de,nce->nc", d, self.precision, d).amin(1)
+
+
+class KNN(Scorer):
+    """Cosine distance to the nearest training embedding (`utils.anomaly.knn_distance`)."""
+    name = "knn"
+
+    def fit(self, emb, y):
+        self.train = F.normalize(emb.float(), dim=1)
+        return self
+
+    def score(self, emb, logits):
+        return anomaly.knn_distance(self.train, emb, k=1, metric="cosine", device="cpu")
+
+
+class LOF(Scorer):
+    """Local Outlier Factor (20 neighbours, cosine geometry: unit embeddings) among the training embeddings."""
+    name = "lof"
+
+    def fit(self, emb, y):
+        self.train = F.normalize(emb.float(), dim=1)
+        return self
+
+    def score(self, emb, logits):
+        if getattr(self, "_lof", None) is None:
+            self._lof = anomaly.lof(self.train, n_neighbors=20, n_jobs=1)
+        return anomaly.lof_scores(self._lof, F.normalize(emb.float(), dim=1))
+
+
+_SCORERS = {c.name: c for c in (MSP, Energy, Mahalanobis, KNN, LOF)}
+
+
+def make_scorer(name: str) -> Scorer:
+    """A new, unfitted scorer by name (one of `SCORES`)."""
+    if name not in _SCORERS:
+        raise ValueError(f"unknown score {name!r}: choose one of {list(SCORES)}")
+    return _SCORERS[name]()
+
+
+def threshold_keeping(scores: torch.Tensor, keep: float) -> float:
+    """The score at or below which a fraction `keep` of these (real-digit) scores lies: the cut-off that
+    keeps at least `keep` of them (an image is rejected when its score is above it)."""
+    if not 0 < keep <= 1:
+        raise ValueError(f"keep must be a fraction in (0, 1], got {keep!r}")
+    s = torch.as_tensor(scores).float().sort().values
+    return float(s[min(len(s) - 1, math.ceil(keep * len(s)) - 1)])
+
+
+# ----------------------------------------------------------------------------- drawings that are not digits
+SIDE = 112  # the drawings' canvas: 112 × 112 pixels, dark ink on white, like a small drawing canvas
+
+
+def _canvas():
+    from PIL import Image, ImageDraw
+
+    img = Image.new("L", (SIDE, SIDE), 255)
+    return img, ImageDraw.Draw(img)
+
+
+def _points(rng: np.random.Generator, n: int, margin: float = 0.12) -> list[tuple[float, float]]:
+    lo, hi = margin * SIDE, (1 - margin) * SIDE
+    return [tuple(p) for p in rng.uniform(lo, hi, (n, 2))]
+
+
+def _smooth(points: list[tuple[float, float]], per_segment: int = 12) -> list[tuple[float, float]]:
+    """A Catmull–Rom spline through `points` (a smooth pen path)."""
+    p = np.array([points[0], *points, points[-1]], dtype=float)
+    out = []
+    for i in range(1, len(p) - 2):
+        for t in np.linspace(0, 1, per_segment, endpoint=False):
+            t2, t3 = t * t, t * t * t
+            out.append(0.5 * ((2 * p[i]) + (-p[i - 1] + p[i + 1]) * t + (2 * p[i - 1] - 5 * p[i] + 4 * p[i + 1] - p[i + 2]) * t2
+                              + (-p[i - 1] + 3 * p[i] - 3 * p[i + 1] + p[i + 2]) * t3))
+    out.append(p[-2])
+    return [tuple(q) for q in out]
+
+
+def _pen(rng: np.random.Generator) -> int:
+    return int(rng.integers(5, 13))
+
+
+def _draw_family(n: int, seed: int, draw_one) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, 1, SIDE, SIDE), dtype=np.uint8)
+    for i in range(n):
+        img, d = _canvas()
+        draw_one(rng, d)
+        out[i, 0] = np.asarray(img)
+    return torch.from_numpy(out)
+
+
+def scribbles(n: int, seed: int = 0) -> torch.Tensor:
+    """Random smooth pen paths through 6–12 points: scribbles. n × 1 × 112 × 112 uint8, dark on white."""
+    def one(rng, d):
+        d.line(_smooth(_points(rng, int(rng.integers(6, 13)))), fill=0, width=_pen(rng), joint="curve")
+    return _draw_family(n, seed, one)
+
+
+def strokes(n: int, seed: int = 0) -> torch.Tensor:
+    """Straight strokes: zigzags of 3–6 segments, crosses, hashes (#) and tally marks."""
+    def one(rng, d):
+        w, kind = _pen(rng), rng.integers(4)
+        if kind == 0:
+            d.line(_points(rng, int(rng.integers(4, 8))), fill=0, width=w, joint="curve")
+        elif kind == 1:
+            for _ in range(int(rng.integers(2, 4))):
+                d.line(_points(rng, 2), fill=0, width=w)
+        elif kind == 2:
+            a, b = sorted(rng.uniform(0.25, 0.75, 2) * SIDE)
+            lo, hi = 0.12 * SIDE, 0.88 * SIDE
+            for v in (a, b):
+                d.line([(v, lo), (v, hi)], fill=0, width=w)
+                d.line([(lo, v), (hi, v)], fill=0, width=w)
+        else:
+            xs = np.linspace(0.2, 0.8, int(rng.integers(3, 7))) * SIDE
+            for x in xs:
+                d.line([(x, 0.2 * SIDE), (x + rng.uniform(-8, 8), 0.8 * SIDE)], fill=0, width=w)
+            d.line([(0.12 * SIDE, 0.7 * SIDE), (0.88 * SIDE, 0.3 * SIDE)], fill=0, width=w)
+    return _draw_family(n, seed, one)
+
+
+def shapes(n: int, seed: int = 0) -> torch.Tensor:
+    """Geometric shapes: rectangles, triangles, stars, filled blobs, a smiley, nested squares, a spiral."""
+    def one(rng, d):
+        w, kind = _pen(rng), rng.integers(7)
+        c, r = SIDE / 2 + rng.uniform(-8, 8, 2), rng.uniform(0.25, 0.42) * SIDE
+        box = [c[0] - r, c[1] - r * rng.uniform(0.6, 1.0), c[0] + r, c[1] + r * rng.uniform(0.6, 1.0)]
+        if kind == 0:
+            d.rectangle(box, outline=0, width=w)
+        elif kind == 1:
+            a = rng.uniform(0, 2 * math.pi)
+            d.polygon([(c[0] + r * math.cos(a + k * 2 * math.pi / 3), c[1] + r * math.sin(a + k * 2 * math.pi / 3))
+                       for k in range(3)], outline=0, width=w)
+        elif kind == 2:
+            a = rng.uniform(0, 2 * math.pi)
+            pts = [(c[0] + (r if k % 2 == 0 else 0.45 * r) * math.cos(a + k * math.pi / 5),
+                    c[1] + (r if k % 2 == 0 else 0.45 * r) * math.sin(a + k * math.pi / 5)) for k in range(10)]
+            d.polygon(pts, outline=0, width=w)
+        elif kind == 3:
+            (d.ellipse if rng.random() < 0.5 else d.rectangle)(box, fill=0)
+        elif kind == 4:
+            d.ellipse(box, outline=0, width=w)
+            for dx in (-0.35, 0.35):
+                d.ellipse([c[0] + dx * r - 5, c[1] - 0.3 * r - 5, c[0] + dx * r + 5, c[1] - 0.3 * r + 5], fill=0)
+            d.arc([c[0] - 0.5 * r, c[1] - 0.3 * r, c[0] + 0.5 * r, c[1] + 0.5 * r], 20, 160, fill=0, width=w)
+        elif kind == 5:
+            for f in (1.0, 0.55):
+                d.rectangle([c[0] - f * r, c[1] - f * r, c[0] + f * r, c[1] + f * r], outline=0, width=w)
+        else:
+            t = np.linspace(0, rng.uniform(3, 5) * math.pi, 120)
+            rr = r * t / t[-1]
+            d.line(list(zip(c[0] + rr * np.cos(t), c[1] + rr * np.sin(t))), fill=0, width=w, joint="curve")
+    return _draw_family(n, seed, one)
+
+
+def specks(n: int, seed: int = 0) -> torch.Tensor:
+    """Near-blank canvases: one small dot, or a few scattered specks (a stray click)."""
+    def one(rng, d):
+        for x, y in _points(rng, 1 if rng.random() < 0.5 else int(rng.integers(2, 5)), margin=0.05):
+            s = rng.uniform(1.5, 4)
+            d.ellipse([x - s, y - s, x + s, y + s], fill=0)
+    return _draw_family(n, seed, one)
+
+
+DRAWN = {"scribbles": scribbles, "strokes": strokes, "shapes": shapes, "specks": specks}
