@@ -5,7 +5,7 @@ BIN := .venv/bin
 STAMP := .venv/.installed-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
 MODE ?=
 
-.PHONY: setup notebooks test publish benchmark table lab clean
+.PHONY: setup notebooks test publish benchmark table lab demo clean
 
 setup: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
@@ -31,6 +31,9 @@ table: setup  ## README's softmax vs L2-constrained table: 15 epochs, 3 seeds
 
 lab: setup
 	$(BIN)/jupyter lab notebooks/
+
+demo: setup  ## the draw-a-digit web app at http://127.0.0.1:8000 (python -m utils.webapp --help for options)
+	$(BIN)/python -m utils.webapp
 
 clean:
 	rm -rf runs .pytest_cache

@@ -9,9 +9,9 @@ The parameters cell is left as it is: its `MODE = None` resolves to the runner's
 carry no injected cell. The mode, the `utils` code version, the modules it hashes and the run time are
 written into the executed notebook's metadata (`metadata.dml`); the tests check that those modules are
 unchanged and include every `utils` module the notebook imports, directly or through another. Progress bars are off
-(`DML_PROGRESS=0`) so outputs stay clean. Each notebook records its headline numbers into
-`<out>/<notebook>.json`; `<out>/SUMMARY.md` gathers them. `--dataset` is the one override that needs
-papermill's injected parameters cell, so it cannot be combined with `--inplace`.
+(`DML_PROGRESS=0`) and widgets are not drawn (`DML_HEADLESS=1`) so outputs stay clean. Each notebook
+records its headline numbers into `<out>/<notebook>.json`; `<out>/SUMMARY.md` gathers them. `--dataset`
+is the one override that needs papermill's injected parameters cell, so it cannot be combined with `--inplace`.
 """
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def execute(nb: Path, out: Path, mode: str, dataset: str | None, results: Path, 
     results.unlink(missing_ok=True)
     source = out.with_name(f".{nb.stem}.source.ipynb")
     strip_injected(nb, source)
-    env = {"DML_RESULTS": str(results), MODE_ENV: mode, "DML_PROGRESS": "0"}
+    env = {"DML_RESULTS": str(results), MODE_ENV: mode, "DML_PROGRESS": "0", "DML_HEADLESS": "1"}
     version = code_version()  # the utils the notebook runs with; an edit during the run is caught below
     modules = utils_modules()  # the files that version hashes: later modules leave this run's outputs valid
     t0 = time.perf_counter()

@@ -134,3 +134,27 @@ def writers():
         cifar = staticmethod(write_cifar)
         image_folder = staticmethod(write_image_folder)
     return W
+
+
+@pytest.fixture(scope="session")
+def recognizer(digits, tmp_path_factory):
+    """A small real draw-a-digit recognizer (`utils.demo`): a CNN trained 3 epochs on the digits, seconds."""
+    from utils.demo import Recognizer
+
+    with pytest.MonkeyPatch.context() as mp:  # its training cache goes to a folder of its own
+        mp.setenv("DML_CACHE", str(tmp_path_factory.mktemp("recognizer_cache")))
+        mp.setenv("DML_OFFLINE", "1")
+        return Recognizer.build(digits, epochs=3, score="energy")
+
+
+@pytest.fixture(scope="session")
+def digit_png(digits):
+    """A test digit (a 1) drawn as on a canvas: dark ink on white, 280×280, as PNG bytes."""
+    import io
+
+    from PIL import Image
+
+    ink = Image.fromarray(255 - digits.x_test[0, 0].numpy()).resize((280, 280), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    ink.save(buf, format="PNG")
+    return buf.getvalue()

@@ -38,7 +38,7 @@ def results(out: Path, stem: str) -> dict:
 
 
 def test_there_are_notebooks():
-    assert [p.name[:2] for p in NOTEBOOKS][:11] == ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11"]
+    assert [p.name[:2] for p in NOTEBOOKS][:12] == ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12"]
 
 
 def test_smoke_run_passes_and_writes_summary(smoke):
@@ -110,8 +110,12 @@ def test_07_benchmark_ranks_held_out_classes_above_chance(smoke):
         by_metric = [[v for k, v in aurocs.items() if k.endswith(f"_k5_{metric}_{ae}")] for metric in ("cosine", "euclidean")]
         # the same network (the Euclidean cell loads the cached copy): equal up to float rounding
         assert len(by_metric[0]) == 1 and by_metric[0] == pytest.approx(by_metric[1], abs=1e-6), (ae, by_metric)
-    cosine = [v for k, v in aurocs.items() if "_cosine_" in k]
-    assert sum(cosine) / len(cosine) > 0.6, aurocs  # held-out digit classes score above the trained ones
+    # held-out digit classes score above the trained ones: every method above chance, the six heads
+    # clearly (the autoencoders rank digits by ink, notebook 11, and sit lower)
+    cosine = {k.rsplit("_", 1)[-1]: v for k, v in aurocs.items() if "_cosine_" in k}
+    assert all(v > 0.52 for v in cosine.values()), aurocs
+    heads = [v for m, v in cosine.items() if not m.endswith(("autoencoder", "AE"))]
+    assert len(heads) == 6 and sum(heads) / len(heads) > 0.58, aurocs
 
 def test_08_few_shot_curves_mixup_and_mean_of_k(smoke):
     r = results(smoke[0], "08_few_shot_mixup")
@@ -329,6 +333,20 @@ def test_11_autoencoders_reproduce_digit1_and_enter_both_protocols(smoke):
         assert all(0 <= r[f"oneclass_{data}_mean_auroc_{m}"] <= 1 for m in models)
     vs = [k for k in r if k.startswith("onevsrest_") and "_k5_cosine_" in k]
     assert len(vs) == 9                                       # six heads and three autoencoders, one split
+
+
+def test_12_draw_a_digit_keeps_digits_and_rejects_the_rest(smoke):
+    r = results(smoke[0], "12_draw_a_digit")
+    assert r["demo_mnist_kept"] >= 0.95                      # the threshold keeps 99 % of validation digits
+    assert r["demo_mnist_acc"] > 0.5                          # 10 classes: chance is 0.1
+    rejected = {k[len("demo_rejected_"):]: v for k, v in r.items() if k.startswith("demo_rejected_")}
+    assert {"photos", "scribbles", "strokes", "shapes", "specks", "blank"} <= set(rejected)
+    assert all(0 <= v <= 1 for v in rejected.values())
+    assert rejected["blank"] == 1.0                           # blank canvases: "draw something"
+    assert r["score"] in ("msp", "energy", "mahalanobis", "knn", "lof")
+    executed = json.dumps(json.loads((smoke[0] / "12_draw_a_digit.ipynb").read_text()))
+    assert "headless run: the canvas" in executed             # the interactive cells degrade, and say so
+    assert "application/vnd.jupyter.widget-view+json" not in executed
 
 
 # ------------------------------------------------------------------ prose that matches the outputs

@@ -147,19 +147,20 @@ def _disk(radius: int) -> np.ndarray:
 
 
 def _normalize_strokes(ink: np.ndarray, scale: float) -> np.ndarray:
-    """Thicken strokes that would be thinner than 0.6× MNIST's width after scaling by `scale`, thin those
-    thicker than 1.8× (grey dilation / erosion with a disk); MNIST's own digits lie between and are kept."""
+    """Bring strokes into MNIST's range of widths, measured as they will be after scaling by `scale`:
+    strokes thinner than 0.6× MNIST's median width are thickened to the median (grey dilation with a
+    disk), strokes thicker than 1.8× are thinned towards that bound (grey erosion) — by whole pixels
+    of the picture, never so far that the drawing disappears. MNIST's own digits lie between and are kept."""
     from scipy import ndimage
 
     width = stroke_width(ink > INK * ink.max()) * scale
     if width <= 0:
         return ink
-    target = MNIST_THICKNESS / scale                 # MNIST's width, in this picture's pixels
     if width < 0.6 * MNIST_THICKNESS:
-        radius = int(round((target - width / scale) / 2))
+        radius = int(round((MNIST_THICKNESS - width) / scale / 2))
         return ndimage.grey_dilation(ink, footprint=_disk(radius)) if radius >= 1 else ink
     if width > 1.8 * MNIST_THICKNESS:
-        radius = int(round((width / scale - target) / 2))
+        radius = int((width - 1.8 * MNIST_THICKNESS) / scale / 2)
         thin = ndimage.grey_erosion(ink, footprint=_disk(radius)) if radius >= 1 else ink
         return thin if thin.max() > INK * ink.max() else ink
     return ink
@@ -357,9 +358,9 @@ class Recognizer:
 def outlier_set(n_each: int, seed: int = 0, fashion: torch.Tensor | None = None,
                 photos: torch.Tensor | None = None) -> torch.Tensor:
     """Pictures that are not digits, for outlier exposure, prepared by `to_mnist`: `n_each` of every
-    drawn family of `utils.ood.DRAWN` but the near-blank specks, and up to `n_each` of `fashion` and
-    `photos` (N×C×H×W uint8) when given."""
-    parts = [fam(n_each, seed) for name, fam in ood.DRAWN.items() if name != "specks"]
+    drawn family of `utils.ood.EXPOSED` (scribbles, strokes, shapes), and up to `n_each` of `fashion`
+    and `photos` (N×C×H×W uint8) when given."""
+    parts = [ood.DRAWN[name](n_each, seed) for name in ood.EXPOSED]
     for extra in (fashion, photos):
         if extra is not None:
             parts.append(extra[torch.randperm(len(extra), generator=torch.Generator().manual_seed(seed))[:n_each]])
@@ -409,3 +410,55 @@ def default_recipe(seed: int = 0, progress: bool | None = False, **overrides) ->
     d = recipe_data(seed, cfg["n_outliers_each"], cfg["n_valid"])
     return Recognizer.build(d.digits, d.outliers, score=cfg["score"], valid=d.valid, keep=cfg["keep"],
                             epochs=cfg["epochs"], seed=seed, progress=progress)
+
+
+# ----------------------------------------------------------------------------- measuring rejection
+@dataclass
+class Prepared:
+    """A set of pictures as the recognizer sees them: the prepared 28×28 images, and how many of the
+    original pictures were empty (answered "draw something": counted as rejected)."""
+    x: torch.Tensor
+    n_empty: int
+
+    @property
+    def n(self) -> int:
+        return len(self.x) + self.n_empty
+
+
+def prepare(images: torch.Tensor) -> Prepared:
+    """Pass N×C×H×W uint8 pictures through `to_mnist`, as the demo does."""
+    x, kept = batch_to_mnist(images)
+    return Prepared(x, len(images) - len(kept))
+
+
+def variants(models: dict[str, Recognizer], train: tuple[torch.Tensor, torch.Tensor], valid: torch.Tensor,
+             scores: tuple[str, ...] = ood.SCORES, keep: float = 0.99) -> dict[tuple[str, str], Recognizer]:
+    """Every (model, score) pair as a recognizer: the score fitted on the training digits `train` = (x, y)
+    and its threshold set to keep a fraction `keep` of the `valid` digits."""
+    out = {}
+    for name, rec in models.items():
+        emb = rec.scores(train[0])["emb"]
+        for score in scores:
+            r = Recognizer(rec.model, rec.head, ood.make_scorer(score).fit(emb, train[1]), float("inf"),
+                           rec.classes, {**rec.info, "score": score})
+            r.calibrate(valid, keep)
+            out[name, score] = r
+    return out
+
+
+def rejection_rates(recognizers: dict[tuple[str, str], Recognizer], sets: dict[str, Prepared]):
+    """Fraction of every set answered "not a digit" (empty pictures included) by every recognizer: a
+    DataFrame, a row per (model, score), a column per set. Embeddings are computed once per model."""
+    import pandas as pd
+
+    rows, cache = {}, {}
+    for (model, score), r in recognizers.items():
+        row = {}
+        for name, s in sets.items():
+            if (model, name) not in cache:
+                cache[model, name] = r.scores(s.x) if len(s.x) else None
+            out = cache[model, name]
+            rejected = int((r.scorer.score(out["emb"], out["logits"]) > r.threshold).sum()) if out else 0
+            row[name] = (rejected + s.n_empty) / max(s.n, 1)
+        rows[model, score] = row
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis(["model", "score"])

@@ -134,11 +134,14 @@ class KNN(Scorer):
 
 
 class LOF(Scorer):
-    """Local Outlier Factor (20 neighbours, cosine geometry: unit embeddings) among the training embeddings."""
+    """Local Outlier Factor (20 neighbours, cosine geometry: unit embeddings) among at most `MAX_TRAIN`
+    training embeddings (a seeded sample: scikit-learn's LOF is the slowest score here)."""
     name = "lof"
+    MAX_TRAIN = 10_000
 
     def fit(self, emb, y):
-        self.train = F.normalize(emb.float(), dim=1)
+        keep = torch.randperm(len(emb), generator=torch.Generator().manual_seed(0))[:self.MAX_TRAIN]
+        self.train = F.normalize(emb[keep.sort().values].float(), dim=1)
         return self
 
     def score(self, emb, logits):
@@ -282,4 +285,14 @@ def specks(n: int, seed: int = 0) -> torch.Tensor:
     return _draw_family(n, seed, one)
 
 
-DRAWN = {"scribbles": scribbles, "strokes": strokes, "shapes": shapes, "specks": specks}
+def blanks(n: int, seed: int = 0) -> torch.Tensor:
+    """Blank canvases: white, black or a uniform gray, with faint sensor-like noise (σ ≤ 3 levels)."""
+    rng = np.random.default_rng(seed)
+    level = rng.choice([0.0, 255.0, -1.0], n)
+    level[level < 0] = rng.uniform(30, 225, (level < 0).sum())
+    noise = rng.normal(0, 1, (n, 1, SIDE, SIDE)) * rng.uniform(0, 3, (n, 1, 1, 1))
+    return torch.from_numpy((level[:, None, None, None] + noise).round().clip(0, 255).astype(np.uint8))
+
+
+DRAWN = {"scribbles": scribbles, "strokes": strokes, "shapes": shapes, "specks": specks, "blank": blanks}
+EXPOSED = ("scribbles", "strokes", "shapes")  # the drawn families outlier exposure trains on

@@ -1,0 +1,86 @@
+"""The draw-a-digit web page in a real browser: Debian's headless Chromium driven by Selenium draws with
+the mouse, clears, uploads, and saves a screenshot (to tmp_path, and to $DML_SCREENSHOT when set); the
+notebook canvas widget's JavaScript draws and shows answers there too."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from test_notebooks import load_script
+
+from utils.webapp import create_app
+
+shot = load_script("screenshot_demo")
+
+
+@pytest.fixture(scope="module")
+def driver():
+    if reason := shot.missing_browser():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason} (.ci/run installs them, as root, before make test)")
+        pytest.skip(f"no real browser to test the web page with: {reason}")
+    with shot.chromium() as d:
+        yield d
+
+
+def test_draw_clear_and_upload_in_a_real_browser(driver, recognizer, digit_png, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    with shot.serve(create_app(recognizer)) as url:
+        driver.get(url)
+        assert shot.wait_answer(driver, ("empty",)) == "draw something"
+        shot.draw(driver)
+        drawn = shot.wait_answer(driver)
+        assert drawn.startswith("not a digit") or drawn[0].isdigit(), drawn
+        seen = driver.find_element(By.ID, "seen").get_attribute("src")
+        assert seen.startswith("data:image/png;base64,")
+        driver.save_screenshot(str(tmp_path / "drawn.png"))
+
+        driver.find_element(By.ID, "clear").click()
+        assert shot.wait_answer(driver, ("empty",)) == "draw something"
+        assert driver.find_element(By.ID, "seen").get_attribute("src") is None
+
+        picture = tmp_path / "digit.png"
+        picture.write_bytes(digit_png)
+        driver.find_element(By.ID, "upload").send_keys(str(picture))
+        assert shot.wait_answer(driver) == recognizer.predict(digit_png)["message"]
+        driver.save_screenshot(str(tmp_path / "uploaded.png"))
+    assert (tmp_path / "drawn.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("DML_SCREENSHOT"):
+        shutil.copyfile(tmp_path / "drawn.png", os.environ["DML_SCREENSHOT"])
+
+
+# A stand-in for the notebook's widget model: the canvas widget's JavaScript runs as in JupyterLab.
+FAKE_MODEL = """
+const done = arguments[arguments.length - 1], state = {png: "", answer: "draw something", seen: "", size: 280};
+const handlers = {};
+window.model = {get: k => state[k], set: (k, v) => { state[k] = v; }, on: (e, f) => { (handlers[e] ??= []).push(f); },
+                save_changes: () => { window.saved = state.png; }};
+window.push = (k, v) => { state[k] = v; (handlers["change:" + k] || []).forEach(f => f()); };
+document.body.innerHTML = '<div id="widget"></div>';
+import(URL.createObjectURL(new Blob([arguments[0]], {type: "text/javascript"})))
+  .then(m => { m.default.render({model, el: document.getElementById("widget")}); done("ok"); }, e => done(String(e)));
+"""
+
+
+SEEN = ("data:image/png;base64,"  # a 1×1 black PNG
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg==")
+
+
+def test_the_notebook_canvas_widget_draws_and_shows_answers(driver, recognizer):
+    from selenium.webdriver.common.by import By
+
+    from utils.canvas import DigitCanvas
+
+    with shot.serve(create_app(recognizer)) as url:
+        driver.get(url)  # any http page: the widget's module is imported there from a blob
+        assert driver.execute_async_script(FAKE_MODEL, DigitCanvas._esm) == "ok"
+        shot.draw(driver, driver.find_element(By.CSS_SELECTOR, "#widget canvas"))
+        assert driver.execute_script("return window.saved").startswith("data:image/png;base64,")
+        driver.execute_script("push('answer', arguments[0])", "7 (99% sure)")
+        assert "7 (99% sure)" in driver.find_element(By.ID, "widget").text
+        driver.execute_script("push('seen', arguments[0])", SEEN)
+        assert driver.find_element(By.CSS_SELECTOR, "#widget img").get_attribute("src") == SEEN
+        driver.find_element(By.CSS_SELECTOR, "#widget button").click()
+        assert driver.execute_script("return window.saved") == ""
