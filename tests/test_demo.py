@@ -141,9 +141,11 @@ def test_scores_match_hand_computations():
     q = torch.tensor([[0.0, 0.0, 0.0], [3.0, 3.0, 3.0], [10.0, -5.0, 2.0]])
     e, yy = emb.double().numpy(), y.numpy()
     centred = np.concatenate([e[yy == c] - e[yy == c].mean(0) for c in (0, 1)])
-    prec = np.linalg.inv(centred.T @ centred / len(centred))
+    from sklearn.covariance import LedoitWolf
+    prec = LedoitWolf(assume_centered=True).fit(centred).precision_   # shrinkage: see ood.Mahalanobis
+    assert np.allclose(prec, np.linalg.inv(LedoitWolf(assume_centered=True).fit(centred).covariance_))
     want = [min((v - e[yy == c].mean(0)) @ prec @ (v - e[yy == c].mean(0)) for c in (0, 1)) for v in q.double().numpy()]
-    assert np.allclose(m.score(q, None).numpy(), want, rtol=1e-3)
+    assert np.allclose(m.score(q, None).numpy(), want, rtol=1e-5)
     knn = ood.make_scorer("knn").fit(emb, y)
     cos = F.normalize(q, dim=1) @ F.normalize(emb, dim=1).T
     assert torch.allclose(knn.score(q, None), 1 - cos.amax(1), atol=1e-5)

@@ -15,8 +15,9 @@ Outlier exposure (Hendrycks et al. 2019) trains instead: the `outlier_exposure` 
 images with a class label and, for images labelled −1 (not digits), the cross-entropy to the uniform
 distribution — the network learns to be unsure on what is not a digit.
 
-`scribbles`, `strokes`, `shapes` and `specks` draw pictures that are not digits the way people draw on a
-canvas: dark strokes on white, in families, seeded.
+`scribbles`, `strokes`, `shapes`, `specks` and `blanks` draw pictures that are not digits the way people
+draw on a canvas: dark strokes on white, in families, seeded; `drawn_digits` draws digits the same way,
+from a few stroke templates per digit, jittered, slanted, stretched, smooth or jagged.
 """
 from __future__ import annotations
 
@@ -103,22 +104,25 @@ class Energy(Scorer):
 
 
 class Mahalanobis(Scorer):
-    """min over classes of (z − μ_c)ᵀ Σ⁻¹ (z − μ_c), with Σ the covariance pooled over classes."""
+    """min over classes of (z − μ_c)ᵀ Σ⁻¹ (z − μ_c), with Σ the covariance pooled over classes.
+
+    An embedding's covariance is nearly singular (directions with almost no variance would dominate the
+    distance and amplify rounding), so Σ is the Ledoit–Wolf shrinkage estimate (scikit-learn)."""
     name = "mahalanobis"
 
     def fit(self, emb, y):
+        from sklearn.covariance import LedoitWolf
+
         emb, y = emb.double(), y.cpu()
         classes = torch.unique(y[y >= 0])
-        self.means = torch.stack([emb[y == c].mean(0) for c in classes]).float()
+        self.means = torch.stack([emb[y == c].mean(0) for c in classes])
         centred = torch.cat([emb[y == c] - emb[y == c].mean(0) for c in classes])
-        cov = centred.T @ centred / len(centred)
-        cov += 1e-6 * cov.diagonal().mean() * torch.eye(len(cov), dtype=cov.dtype)  # numerically safe inverse
-        self.precision = torch.linalg.inv(cov).float()
+        self.precision = torch.from_numpy(LedoitWolf(assume_centered=True).fit(centred.numpy()).precision_)
         return self
 
     def score(self, emb, logits):
-        d = emb.float()[:, None, :] - self.means[None]                     # n × C × d
-        return torch.einsum("ncd,de,nce->nc", d, self.precision, d).amin(1)
+        d = emb.double()[:, None, :] - self.means[None]                    # n × C × d
+        return torch.einsum("ncd,de,nce->nc", d, self.precision, d).amin(1).float()
 
 
 class KNN(Scorer):
@@ -220,13 +224,13 @@ def scribbles(n: int, seed: int = 0) -> torch.Tensor:
 
 
 def strokes(n: int, seed: int = 0) -> torch.Tensor:
-    """Straight strokes: zigzags of 3–6 segments, crosses, hashes (#) and tally marks."""
+    """Straight strokes: zigzags of 5–8 segments, 3–4 crossing lines, hashes (#) and tally marks."""
     def one(rng, d):
         w, kind = _pen(rng), rng.integers(4)
         if kind == 0:
-            d.line(_points(rng, int(rng.integers(4, 8))), fill=0, width=w, joint="curve")
+            d.line(_points(rng, int(rng.integers(6, 10))), fill=0, width=w, joint="curve")
         elif kind == 1:
-            for _ in range(int(rng.integers(2, 4))):
+            for _ in range(int(rng.integers(3, 5))):
                 d.line(_points(rng, 2), fill=0, width=w)
         elif kind == 2:
             a, b = sorted(rng.uniform(0.25, 0.75, 2) * SIDE)
@@ -292,6 +296,60 @@ def blanks(n: int, seed: int = 0) -> torch.Tensor:
     level[level < 0] = rng.uniform(30, 225, (level < 0).sum())
     noise = rng.normal(0, 1, (n, 1, SIDE, SIDE)) * rng.uniform(0, 3, (n, 1, 1, 1))
     return torch.from_numpy((level[:, None, None, None] + noise).round().clip(0, 255).astype(np.uint8))
+
+
+# stroke templates of the ten digits in a unit box (x right, y down): a digit is one or more polylines
+DIGIT_STROKES: dict[int, list[list[list[tuple[float, float]]]]] = {
+    0: [[[(.5, .02), (.15, .3), (.15, .7), (.5, .98), (.85, .7), (.85, .3), (.5, .02)]]],
+    1: [[[(.5, .03), (.5, .97)]], [[(.3, .22), (.55, .03), (.55, .97)]],
+        [[(.3, .22), (.55, .03), (.55, .97)], [(.3, .97), (.8, .97)]]],
+    2: [[[(.15, .25), (.35, .04), (.7, .04), (.85, .3), (.6, .6), (.15, .96), (.9, .96)]],
+        [[(.15, .2), (.5, .03), (.85, .25), (.15, .96), (.9, .96)]]],
+    3: [[[(.15, .15), (.5, .02), (.8, .2), (.5, .48), (.85, .7), (.55, .98), (.15, .85)]],
+        [[(.15, .04), (.85, .04), (.45, .45), (.85, .7), (.55, .98), (.15, .85)]]],
+    4: [[[(.65, .03), (.1, .65), (.9, .65)], [(.65, .3), (.65, .97)]],
+        [[(.2, .03), (.15, .55), (.85, .55)], [(.7, .03), (.7, .97)]]],
+    5: [[[(.8, .04), (.25, .04), (.2, .45), (.55, .38), (.85, .6), (.75, .9), (.4, .98), (.15, .85)]],
+        [[(.25, .04), (.2, .45), (.55, .38), (.85, .6), (.75, .9), (.4, .98), (.15, .85)], [(.25, .04), (.85, .04)]]],
+    6: [[[(.75, .03), (.35, .3), (.18, .65), (.35, .96), (.7, .9), (.8, .65), (.55, .5), (.22, .62)]]],
+    7: [[[(.1, .04), (.9, .04), (.4, .97)]], [[(.1, .04), (.9, .04), (.4, .97)], [(.35, .5), (.78, .5)]],
+        [[(.1, .2), (.1, .04), (.9, .04), (.55, .5), (.5, .97)]]],
+    8: [[[(.5, .5), (.8, .25), (.5, .02), (.2, .25), (.5, .5), (.85, .75), (.5, .98), (.15, .75), (.5, .5)]]],
+    9: [[[(.8, .35), (.5, .04), (.2, .25), (.4, .5), (.8, .35), (.75, .97)]],
+        [[(.8, .3), (.5, .04), (.2, .22), (.45, .45), (.8, .3), (.8, .97)]]],
+}
+
+
+def drawn_digits(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Digits drawn as on a canvas: (n × 1 × 112 × 112 uint8 dark on white, labels 0–9, balanced).
+
+    A template of `DIGIT_STROKES` per picture, every point jittered by up to 6 % of the box, the whole
+    slanted (±12°), sheared, narrowed (width 45–100 % of the height), placed at a random size and
+    position, and drawn with a random pen either smooth (a spline through the points) or as it is."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 10
+    rng.shuffle(labels)
+    out = np.empty((n, 1, SIDE, SIDE), dtype=np.uint8)
+    for i, digit in enumerate(labels):
+        img, d = _canvas()
+        template = DIGIT_STROKES[digit][rng.integers(len(DIGIT_STROKES[digit]))]
+        angle, shear = math.radians(rng.uniform(-12, 12)), rng.uniform(-0.25, 0.25)
+        height = rng.uniform(0.45, 0.8) * SIDE
+        width = height * rng.uniform(0.45, 1.0)
+        c = SIDE / 2 + rng.uniform(-0.08, 0.08, 2) * SIDE
+        smooth, w = rng.random() < 0.6, _pen(rng)
+        for stroke in template:
+            p = np.array(stroke) + rng.uniform(-0.06, 0.06, (len(stroke), 2))
+            p = (p - 0.5) * [width, height]
+            p[:, 0] += shear * p[:, 1]
+            p = p @ np.array([[math.cos(angle), math.sin(angle)], [-math.sin(angle), math.cos(angle)]]) + c
+            pts = [tuple(q) for q in p]
+            if len(pts) == 2:
+                d.line(pts, fill=0, width=w)
+            else:
+                d.line(_smooth(pts, 8) if smooth else pts, fill=0, width=w, joint="curve")
+        out[i, 0] = np.asarray(img)
+    return torch.from_numpy(out), torch.from_numpy(labels.astype(np.int64))
 
 
 DRAWN = {"scribbles": scribbles, "strokes": strokes, "shapes": shapes, "specks": specks, "blank": blanks}
