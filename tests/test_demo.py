@@ -230,18 +230,22 @@ def test_rejection_rates_count_empty_pictures_as_rejected(recognizer, digits):
     assert rates["digits"] == pytest.approx((~recognizer.accepts(sets["digits"].x)).float().mean().item())
 
 
-def test_the_published_recognizer_recognizes_mnist():
-    if not demo.DEFAULT_PATH.is_file():
-        pytest.fail(f"{demo.DEFAULT_PATH.name} is missing: notebook 12 writes it in cpu mode")
-    r = demo.Recognizer.default()
-    assert r.info["head"] == "outlier_exposure" or r.scorer.name in ood.SCORES
-    try:
-        mnist = data.load("mnist", root=REAL_DATA, download=False)
-    except data.DataNotFound:
-        pytest.skip(f"MNIST is not in {REAL_DATA} (set DML_DATA to the offline copies)")
-    s = r.scores(mnist.x_test[:1000])
-    kept = s["score"] <= r.threshold
-    assert kept.float().mean() >= 0.97
-    assert (s["pred"] == mnist.y_test[:1000]).float().mean() >= 0.97
-    not_digits = demo.batch_to_mnist(ood.scribbles(50, 999))[0]
-    assert (~r.accepts(not_digits)).float().mean() >= 0.7
+def test_default_recognizer_trains_once_then_loads(monkeypatch, capsys):
+    """Recognizer.default(): the recipe trained on first use (here a tiny one, offline on scikit-learn's
+    digits), cached under a key of the recipe, code and data, then loaded."""
+    tiny = {**demo.RECIPE, "n_outliers_each": 60, "n_degraded": 200, "n_drawn": 100, "epochs": 1, "n_valid": 200}
+    monkeypatch.setattr(demo, "RECIPE", tiny)
+    with pytest.warns(UserWarning, match="'mnist' could not be loaded"):
+        path = demo.default_path()
+        first = demo.Recognizer.default()
+    assert "training the default recognizer once" in capsys.readouterr().out
+    assert path.is_file() and first.info["head"] == "outlier_exposure" and first.scorer.name == tiny["score"]
+    monkeypatch.setattr(demo, "default_recipe", lambda **kw: pytest.fail("trained again instead of loading"))
+    with pytest.warns(UserWarning):
+        again = demo.Recognizer.default()
+    assert again.threshold == first.threshold
+    x = demo.batch_to_mnist(ood.drawn_digits(5, 7)[0])[0]
+    assert torch.allclose(again.scores(x)["score"], first.scores(x)["score"], atol=1e-5)
+    monkeypatch.setattr(demo, "RECIPE", {**tiny, "epochs": 2})
+    with pytest.warns(UserWarning):
+        assert demo.default_path() != path                  # another recipe, another cached recognizer

@@ -114,9 +114,11 @@ def test_the_default_recognizer_is_loaded_once_on_first_use(monkeypatch, recogni
     monkeypatch.setattr(webapp.Recognizer, "default", lambda: loads.append(1) or recognizer)
     client = webapp.create_app().test_client()
     assert client.get("/").status_code == 200 and not loads  # the page does not wait for the network
+    assert client.get("/api/status").get_json() == {"ready": False} and not loads   # asking does not load it
     for _ in range(2):
         assert client.post("/api/predict", json={"image": data_url(digit_png)}).status_code == 200
     assert loads == [1]
+    assert client.get("/api/status").get_json() == {"ready": True}
 
 
 def test_main_prints_the_url_and_warns_off_localhost(monkeypatch, capsys, recognizer):

@@ -1,7 +1,7 @@
 """Draw a digit: turn any picture into an MNIST-style 28×28 digit, and answer a digit or "not a digit".
 
     from utils.demo import Recognizer
-    r = Recognizer.default()          # the published recognizer (results/demo_recognizer.pt), or trained once
+    r = Recognizer.default()          # notebook 12's recipe: trained once (a minute or two), then cached
     r.predict(png_bytes)              # {"is_digit": True, "digit": 7, "confidence": 0.99, "score": …, …}
 
 `to_mnist` prepares an image the way MNIST's digits were made (LeCun et al. 1998): gray, light ink on a
@@ -22,7 +22,6 @@ import torch
 
 from . import ood
 
-DEFAULT_PATH = Path(__file__).resolve().parent.parent / "results" / "demo_recognizer.pt"
 MAX_PIXELS = 4096 * 4096        # larger pictures are refused (decompression bombs, accidental huge uploads)
 BOX = 20                        # MNIST: the digit's longer side, in pixels
 SIDE = 28
@@ -291,7 +290,7 @@ class Recognizer:
         if not path.is_file():
             raise FileNotFoundError(f"no recognizer at {path}: build one with Recognizer.build() or use "
                                     f"Recognizer.default()")
-        st = torch.load(path, map_location="cpu", weights_only=False)
+        st = torch.load(path, map_location="cpu", weights_only=True)   # tensors, numbers and strings only
         model = models.make_model("cnn", in_channels=1, emb_dim=st["emb_dim"])
         model.load_state_dict(st["model"])
         head = losses.make(st["head_name"], emb_dim=st["emb_dim"], n_classes=len(st["classes"]), **st["head_hparams"])
@@ -340,19 +339,33 @@ class Recognizer:
         return self.threshold
 
     @classmethod
-    def default(cls, path: str | Path = DEFAULT_PATH, progress: bool | None = False) -> "Recognizer":
-        """The published recognizer: `results/demo_recognizer.pt` (written by notebook 12), or — when it is
-        missing — one trained now with the same recipe on MNIST (scikit-learn's digits offline without
-        MNIST) and saved in the cache for next time."""
-        from .data import cache_dir
-
-        for p in (Path(path), cache_dir() / "demo_recognizer.pt"):
-            if p.is_file():
-                return cls.load(p)
-        print(f"no recognizer at {Path(path).name}: training one (a minute or two on a 2-core CPU)…", flush=True)
+    def default(cls, progress: bool | None = False) -> "Recognizer":
+        """The default recognizer: notebook 12's recipe (`default_recipe`), loaded from the cache
+        (`default_path`) or — the first time — trained now (about 90 s on a 2-core CPU) and cached. It
+        trains on MNIST; offline without MNIST, on scikit-learn's digits, and says so."""
+        path = default_path()
+        if path.is_file():
+            return cls.load(path)
+        print("training the default recognizer once (a minute or two on a 2-core CPU; then it is cached)…", flush=True)
         r = default_recipe(progress=progress)
-        r.save(cache_dir() / "demo_recognizer.pt")
+        r.save(path)
         return r
+
+
+def default_path(seed: int = 0) -> Path:
+    """Where the default recognizer is cached: `<cache>/demo/recognizer-<key>.pt`, the key covering
+    `RECIPE`, the seed, the source of `utils.demo`, `utils.ood` and the training code, and the digits'
+    content — so a change to any of them trains a new one."""
+    import hashlib
+    import json
+
+    from . import data as D
+    from .train import TRAINING_CODE, data_fingerprint, source_hash
+
+    digits = D.load("mnist", fallback="digits")
+    key = json.dumps({**RECIPE, "seed": seed, "code": source_hash((*TRAINING_CODE, "ood.py", "demo.py")),
+                      "data": data_fingerprint(digits.x_train, digits.y_train)}, sort_keys=True)
+    return D.cache_dir() / "demo" / f"recognizer-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
 
 
 def outlier_set(n_each: int, seed: int = 0, fashion: torch.Tensor | None = None,

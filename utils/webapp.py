@@ -7,8 +7,9 @@
 Upload, and the answer as you draw. `POST /api/predict` takes a picture as a multipart file field
 `image` or as JSON `{"image": "data:image/png;base64,…"}` and answers the recognizer's dict as JSON
 (`is_digit`, `digit`, `confidence`, `score`, `threshold`, `method`, `probs`, `message`, `seconds`, and
-`image`: the 28×28 picture the model saw, as a PNG data URL). Every error under /api/ is JSON
-`{"error": "…"}` with its HTTP status.
+`image`: the 28×28 picture the model saw, as a PNG data URL). `GET /api/status` says whether the
+recognizer is ready (`Recognizer.default()` trains it on the very first start). Every error under /api/
+is JSON `{"error": "…"}` with its HTTP status.
 """
 from __future__ import annotations
 
@@ -104,6 +105,11 @@ def create_app(recognizer: Recognizer | None = None) -> Flask:
     @app.get("/")
     def index() -> Response:
         return Response(page, mimetype="text/html")
+
+    @app.get("/api/status")
+    def status() -> Response:
+        """Whether the recognizer is loaded (its first start may train it: the page says so meanwhile)."""
+        return jsonify(ready=bool(loaded))
 
     @app.post("/api/predict")
     def predict() -> Response:
