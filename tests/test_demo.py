@@ -54,9 +54,10 @@ def test_canvas_drawing_becomes_an_mnist_digit():
 def test_position_and_size_do_not_matter():
     a = demo.to_mnist(canvas_seven(at=(20, 20)))
     b = demo.to_mnist(canvas_seven(at=(140, 90)))
-    big = demo.to_mnist(canvas_seven(width=36, size=560, at=(80, 60)).resize((560, 560)))
+    big = demo.to_mnist(canvas_seven().resize((1120, 1120), Image.Resampling.BILINEAR))
+    small = demo.to_mnist(canvas_seven().resize((140, 140), Image.Resampling.LANCZOS))
     assert np.abs(a.astype(int) - b.astype(int)).mean() < 2
-    assert np.corrcoef(a.ravel(), big.ravel())[0, 1] > 0.8
+    assert np.corrcoef(a.ravel(), big.ravel())[0, 1] > 0.9 and np.corrcoef(a.ravel(), small.ravel())[0, 1] > 0.9
 
 
 @pytest.mark.parametrize("pen", [3, 8, 30, 60, 100])
@@ -249,3 +250,15 @@ def test_default_recognizer_trains_once_then_loads(monkeypatch, capsys):
     monkeypatch.setattr(demo, "RECIPE", {**tiny, "epochs": 2})
     with pytest.warns(UserWarning):
         assert demo.default_path() != path                  # another recipe, another cached recognizer
+
+
+def test_a_large_photo_is_prepared_quickly():
+    """A phone-sized picture with a thin pen: bounded time and memory, MNIST-like strokes."""
+    import time
+
+    img = Image.new("L", (3000, 3000), 255)
+    ImageDraw.Draw(img).line([(500, 400), (2500, 400), (1300, 2700)], fill=0, width=20)
+    t0 = time.perf_counter()
+    x = demo.to_mnist(img)
+    assert time.perf_counter() - t0 < 5
+    assert 0.55 * demo.MNIST_THICKNESS <= demo.stroke_width(x > demo.INK * 255) <= 1.9 * demo.MNIST_THICKNESS

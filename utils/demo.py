@@ -28,6 +28,7 @@ SIDE = 28
 CENTRE = 14.0                   # MNIST's centre of mass: (13.99, 14.00) on the test set, in pixel indices
 INK = 0.2                       # ink = pixels brighter than this fraction of the brightest one
 MNIST_THICKNESS = 3.2           # MNIST's median stroke width, in 28×28 pixels (`stroke_width` on the test set)
+WORK_SIDE = 140                 # larger drawings are shrunk to this (7× MNIST's box) before strokes are adjusted
 
 
 class BadImage(ValueError):
@@ -184,6 +185,9 @@ def to_mnist(image, normalize_strokes: bool = True) -> np.ndarray:
         raise EmptyImage("the picture is empty: draw something")
     rows, cols = np.nonzero(ink > INK * peak)
     ink = ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    if max(ink.shape) > WORK_SIDE:                   # a large photo: work at a bounded size (time, memory)
+        f = WORK_SIDE / max(ink.shape)
+        ink = np.clip(_resize(ink, max(1, round(ink.shape[0] * f)), max(1, round(ink.shape[1] * f))), 0, None)
     scale = BOX / max(ink.shape)
     if normalize_strokes:
         ink = _normalize_strokes(np.pad(ink, 8), scale)
