@@ -40,16 +40,23 @@ class EmptyImage(BadImage):
 
 
 # ----------------------------------------------------------------------------- reading pictures
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601 gray from RGB, as `utils.data.to_gray28`
+
+
+def _check_pixels(width: int, height: int) -> None:
+    if width * height > MAX_PIXELS:
+        raise BadImage(f"the picture is {width}×{height} pixels; send one under {MAX_PIXELS:,} pixels")
+
+
 def _from_pil(img) -> np.ndarray:
     """A PIL image -> float gray H×W in 0..255. Transparent pixels are composited over the background the
     drawing implies: white under dark ink, black under light ink."""
-    if img.width * img.height > MAX_PIXELS:
-        raise BadImage(f"the picture is {img.width}×{img.height} pixels; send one under {MAX_PIXELS:,} pixels")
+    _check_pixels(img.width, img.height)
     if img.mode in ("P", "PA"):
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "La", "RGBa"):
         rgba = np.asarray(img.convert("RGBA"), dtype=np.float32)
-        gray, alpha = rgba[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32), rgba[..., 3] / 255
+        gray, alpha = rgba[..., :3] @ LUMA, rgba[..., 3] / 255
         opaque = alpha > 0.5
         bg = 0.0 if opaque.any() and gray[opaque].mean() > 127 else 255.0
         return gray * alpha + bg * (1 - alpha)
@@ -58,7 +65,7 @@ def _from_pil(img) -> np.ndarray:
     arr = np.asarray(img, dtype=np.float32)
     if img.mode == "I;16" or arr.max(initial=0) > 255:
         arr = arr * (255.0 / max(float(arr.max()), 1.0))
-    return arr @ np.array([0.299, 0.587, 0.114], np.float32) if arr.ndim == 3 else arr
+    return arr @ LUMA if arr.ndim == 3 else arr
 
 
 def decode(data: bytes) -> "PIL.Image.Image":  # noqa: F821
@@ -68,13 +75,12 @@ def decode(data: bytes) -> "PIL.Image.Image":  # noqa: F821
     if not data:
         raise BadImage("the upload is empty: send a PNG or JPEG picture")
     try:
-        img = Image.open(io.BytesIO(data))
-        if img.width * img.height > MAX_PIXELS:
-            raise BadImage(f"the picture is {img.width}×{img.height} pixels; send one under {MAX_PIXELS:,} pixels")
+        img = Image.open(io.BytesIO(data))          # lazy: the size is known before the pixels are decoded
+        _check_pixels(img.width, img.height)
         img.load()
+    except BadImage:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        if isinstance(e, BadImage):
-            raise
         raise BadImage(f"this is not a picture that can be read ({type(e).__name__}): send a PNG or JPEG") from None
     return img
 
@@ -104,8 +110,7 @@ def to_gray(image) -> np.ndarray:
         a = a[..., 0]
     if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (3, 4))) or min(a.shape[:2]) < 1:
         raise BadImage(f"an image array must be H×W, H×W×3 (RGB) or H×W×4 (RGBA), got shape {tuple(image.shape)}")
-    if a.shape[0] * a.shape[1] > MAX_PIXELS:
-        raise BadImage(f"the picture is {a.shape[1]}×{a.shape[0]} pixels; send one under {MAX_PIXELS:,} pixels")
+    _check_pixels(a.shape[1], a.shape[0])
     if a.dtype == bool:
         a = a.astype(np.uint8) * 255
     if not np.issubdtype(a.dtype, np.number):
