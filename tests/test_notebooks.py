@@ -38,7 +38,8 @@ def results(out: Path, stem: str) -> dict:
 
 
 def test_there_are_notebooks():
-    assert [p.name[:2] for p in NOTEBOOKS][:12] == ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12"]
+    assert [p.name[:2] for p in NOTEBOOKS][:13] == ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12",
+                                                    "13"]
 
 
 def test_smoke_run_passes_and_writes_summary(smoke):
@@ -347,6 +348,27 @@ def test_12_draw_a_digit_keeps_digits_and_rejects_the_rest(smoke):
     executed = json.dumps(json.loads((smoke[0] / "12_draw_a_digit.ipynb").read_text()))
     assert "headless run: the canvas" in executed             # the interactive cells degrade, and say so
     assert "application/vnd.jupyter.widget-view+json" not in executed
+
+
+def test_13_pretrained_features_beat_chance_without_training(smoke):
+    r = results(smoke[0], "13_pretrained_features")
+    assert r["backbone"] == "efficientnet_lite0" and r["china_top1"] in {"palace", "bell cote", "monastery"}
+    keys = ["frozen_cifar_oneclass_mean_auroc", "frozen_cifar_k8_n100_mean_auroc", "finetuned_cifar_k8_n100_mean_auroc",
+            "probe_cifar_k8_n100_mean_auroc", "finetuned_cifar_oneclass_mean_auroc", "scratch_cifar_oneclass_mean_auroc",
+            "frozen_cifar_oneclass_n100_cases_mean_auroc", "scratch_cifar_k8_n100_l2softmax_auroc"]
+    assert all(0 <= r[k] <= 1 for k in keys), {k: r.get(k) for k in keys}
+    # no training at all, tiny inputs, 20 images per class: already well above chance
+    assert r["frozen_cifar_oneclass_mean_auroc"] > 0.6
+    assert r["frozen07_rows"] > 0                               # notebook 07's settings got their rows
+    # a network that never saw a digit still tells digits from photos (where the smoke run had CIFAR-10)
+    from utils import data as D
+    try:
+        with pytest.MonkeyPatch.context() as mp:   # the smoke run was offline: look where it looked
+            mp.setenv("DML_OFFLINE", "1")
+            D.load("cifar10")
+        assert r["digits_frozen_vs_cifar10_auroc"] > 0.9
+    except D.DataNotFound:
+        assert "NOTE: no cifar10 here" in json.dumps(json.loads((smoke[0] / "13_pretrained_features.ipynb").read_text()))
 
 
 # ------------------------------------------------------------------ prose that matches the outputs
