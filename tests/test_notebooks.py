@@ -360,14 +360,10 @@ def test_13_pretrained_features_beat_chance_without_training(smoke):
     # no training at all, tiny inputs, 20 images per class: already well above chance
     assert r["frozen_cifar_oneclass_mean_auroc"] > 0.6
     assert r["frozen07_rows"] > 0                               # notebook 07's settings got their rows
-    # a network that never saw a digit still tells digits from photos (where the smoke run had CIFAR-10)
-    from utils import data as D
-    try:
-        with pytest.MonkeyPatch.context() as mp:   # the smoke run was offline: look where it looked
-            mp.setenv("DML_OFFLINE", "1")
-            D.load("cifar10")
+    # a network that never saw a digit still tells digits from photos; without CIFAR-10 the notebook says so
+    if "digits_frozen_vs_cifar10_auroc" in r:
         assert r["digits_frozen_vs_cifar10_auroc"] > 0.9
-    except D.DataNotFound:
+    else:
         assert "NOTE: no cifar10 here" in json.dumps(json.loads((smoke[0] / "13_pretrained_features.ipynb").read_text()))
 
 
