@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn.datasets import load_sample_images
 
-from utils import benchmark, models, pretrained as PT, train
+from utils import benchmark, losses, models, pretrained as PT, train
 from utils.benchmark import Setting
 
 
@@ -77,7 +77,7 @@ def test_embedding_sizes(channels):
 
 
 def _fit_one_epoch(net, small_digits):
-    head = train.losses.make("softmax", emb_dim=net.emb_dim, n_classes=10)
+    head = losses.make("softmax", emb_dim=net.emb_dim, n_classes=10)
     train.fit(net, head, small_digits.x_train[:40], small_digits.y_train[:40], epochs=1, bs=20, seed=0,
               progress=False)
 
