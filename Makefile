@@ -20,13 +20,13 @@ notebooks: setup  ## execute every notebook headless into runs/<mode>/ with runs
 test: setup  ## unit tests + every notebook in smoke mode
 	$(BIN)/python -m pytest
 
-publish: setup  ## re-execute the committed notebooks in cpu mode (their outputs are what GitHub shows)
-	$(BIN)/python scripts/run_notebooks.py --mode cpu --inplace --out runs/publish
+publish: setup  ## re-execute the committed notebooks, default mode, from empty caches, one at a time (their outputs are what GitHub shows; times in results/run_times.json)
+	$(BIN)/python scripts/run_notebooks.py --inplace --cold --times results/run_times.json --out runs/publish
 
 benchmark: setup  ## utils training loop vs the fastai image-folder pipeline, one epoch each
 	$(BIN)/python scripts/benchmark_fastai.py
 
-table: setup  ## README's softmax vs L2-constrained table: 15 epochs, 3 seeds
+table: setup  ## softmax vs L2-constrained softmax over 15 epochs and 3 seeds (the table notebook 02 reads)
 	$(BIN)/python scripts/compare_heads.py --dataset mnist --heads softmax l2softmax --seeds 0 1 2 --epochs 15 --hparams '{"l2softmax": {"alpha": 16.0}}'
 
 lab: setup

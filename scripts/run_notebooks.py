@@ -1,8 +1,8 @@
 """Execute the notebooks headless (papermill) and write a one-page summary.
 
-    python scripts/run_notebooks.py                 # every notebook, default mode, into runs/<mode>/
+    python scripts/run_notebooks.py                 # every notebook, default mode, into runs/default/
     python scripts/run_notebooks.py --mode smoke    # seconds each: what the tests run
-    python scripts/run_notebooks.py --mode cpu --inplace   # refresh the committed outputs
+    python scripts/run_notebooks.py --inplace --cold --times results/run_times.json   # publish (make publish)
 
 The parameters cell is left as it is: its `MODE = None` resolves to the runner's mode through
 `$DML_MODE` (a learner who sets MODE in that cell gets exactly that mode), so executed notebooks
@@ -12,12 +12,23 @@ unchanged and include every `utils` module the notebook imports, directly or thr
 (`DML_PROGRESS=0`) and widgets are not drawn (`DML_HEADLESS=1`) so outputs stay clean. Each notebook
 records its headline numbers into `<out>/<notebook>.json`; `<out>/SUMMARY.md` gathers them. `--dataset`
 is the one override that needs papermill's injected parameters cell, so it cannot be combined with `--inplace`.
+
+`--cold` runs from nothing: an empty cache folder (decoded data, trained models, embeddings, features)
+for the whole run, and, when every notebook runs, the mode's resumable result tables
+(`results/*_<mode>.csv`) started afresh (with `--only` they are kept: other notebooks wrote them).
+The notebooks run one at a time, in order, with torch's default threads (what a learner gets); a
+notebook that needs a model an earlier one trained loads it from the cache. `--times` writes the
+seconds of each notebook, the machine's cores and whether the run was cold to a JSON file
+(README's time column comes from `results/run_times.json`).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import platform
+import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -109,16 +120,50 @@ def summary(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_times(path: Path, rows: list[dict], mode: str, cold: bool) -> None:
+    """Seconds per notebook (merged into `path`'s earlier entries), with the machine they ran on."""
+    import torch
+
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    seconds = {**old.get("seconds", {}), **{r["notebook"]: r["seconds"] for r in rows if r["status"] == "ok"}}
+    data = {"mode": mode, "cold": cold and old.get("cold", True), "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "seconds": dict(sorted(seconds.items())), "total_seconds": round(sum(seconds.values()), 1)}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+README = ROOT / "README.md"
+TIME_ROW = re.compile(r"^(\| (\d\d) \|.*\| )([^|]*)( \|)$", re.M)   # the notebook table's last column: the time
+
+
+def readme_times(times: dict, readme: str) -> str:
+    """README with the notebook table's time column rewritten from `times` (results/run_times.json):
+    each row "| NN | … | <time> |" gets the seconds of notebook NN, or "not measured"."""
+    by_number = {name[:2]: sec for name, sec in times["seconds"].items()}
+
+    def cell(m: re.Match) -> str:
+        sec = by_number.get(m.group(2))
+        return m.group(1) + (f"{sec:,.0f} s" if sec is not None else "not measured") + m.group(4)
+
+    return TIME_ROW.sub(cell, readme)
+
+
 def main(argv: list[str] | None = None) -> int:
     from utils.notebook import MODES, resolve_mode
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mode", choices=MODES, default=None, help="default: gpu with CUDA, else cpu")
+    ap.add_argument("--mode", choices=MODES, default=None, help="default: the published budget")
     ap.add_argument("--dataset", default=None, help="override every notebook's DATASET")
     ap.add_argument("--only", nargs="*", help="notebook number prefixes, e.g. 01 02")
     ap.add_argument("--out", default=None, help="folder for executed copies (default runs/<mode>)")
     ap.add_argument("--inplace", action="store_true", help="write the executed notebooks over notebooks/")
     ap.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
+    ap.add_argument("--cold", action="store_true",
+                    help="start from empty caches and fresh result tables (the published timing)")
+    ap.add_argument("--times", default=None, help="write seconds per notebook to this JSON file")
     args = ap.parse_args(argv)
     if args.inplace and args.dataset:
         ap.error("--dataset needs an injected parameters cell, which committed notebooks must not carry: "
@@ -129,6 +174,14 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["DML_DATA"] = str(Path(os.environ["DML_DATA"]).resolve())
     out_dir = (Path(args.out) if args.out else ROOT / "runs" / mode).resolve()  # notebooks run inside notebooks/
     out_dir.mkdir(parents=True, exist_ok=True)
+    if args.cold:
+        cache = out_dir / "cold-cache"
+        shutil.rmtree(cache, ignore_errors=True)
+        cache.mkdir()
+        os.environ["DML_CACHE"] = str(cache)
+        if not args.only:   # every notebook runs: their resumable tables start afresh too
+            for csv in (ROOT / "results").glob(f"*_{mode}.csv"):
+                csv.unlink()
     rows = []
     for nb in notebooks(args.only):
         target = nb if args.inplace else out_dir / nb.name
@@ -137,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    {row['status']} in {row['seconds']} s  {row.get('error', '')}", flush=True)
         rows.append(row)
     (out_dir / "SUMMARY.md").write_text(summary(rows))
+    if args.times:
+        write_times(Path(args.times), rows, mode, args.cold)
+        if Path(args.times).resolve() == (ROOT / "results" / "run_times.json").resolve():
+            README.write_text(readme_times(json.loads(Path(args.times).read_text()), README.read_text()))
     print(f"summary: {out_dir / 'SUMMARY.md'}")
     return 0 if rows and all(r["status"] == "ok" for r in rows) else 1
 

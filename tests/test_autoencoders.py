@@ -525,14 +525,3 @@ def test_table_shows_autoencoders_beside_knn_methods(first):
     assert all(" ± " in v for v in t.to_numpy().ravel())
 
 
-def test_workload_counts_each_method_on_its_own_arch(toy):
-    budget = replace(BUDGET, epochs=3)
-    bo = {s: budget for s in SETTINGS}
-    one = B.workload({"toy": toy}, bo, 1)
-    per_class = torch.bincount(toy.y_train, minlength=10).clamp_max(budget.n_per_class)
-    n = sum(int(per_class[B.normal_classes(a)].sum()) for a in B.cases(2, budget.n_cases)) * budget.epochs
-    assert one == {"cnn-1x16x16": n}
-    assert B.workload({"toy": toy}, bo, 2, n_mixups=3) == {"cnn-1x16x16": 6 * n}
-    w = B.workload({"toy": toy}, bo, METHODS)
-    assert w == {"cnn-1x16x16": n, "conv_ae-1x16x16": 2 * n, "superres_ae-1x16x16": n}
-    assert B.workload({"toy": toy}, bo, METHODS, n_mixups=2) == {k: 2 * v for k, v in w.items()}

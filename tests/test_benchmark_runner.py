@@ -76,17 +76,6 @@ def test_published_settings_and_budgets():
     assert list(benchmark.score_kinds(BUDGET.ks)) == KINDS
 
 
-def test_workload_counts_training_images_once_per_network(digits):
-    """Cosine and euclidean settings of one k share their networks; images = Σ cases of the normal
-    classes' (capped) counts × epochs × methods × mixups, keyed by the network kind."""
-    budget = replace(BUDGET, n_per_class=20, epochs=3, n_cases=2)
-    w = benchmark.workload({"digits": digits}, {s: budget for s in SETTINGS}, methods=6, n_mixups=2)
-    per_class = torch.bincount(digits.y_train, minlength=10).clamp_max(20)
-    expected = sum(int(per_class[benchmark.normal_classes(a)].sum()) for a in benchmark.cases(2, 2)) * 3 * 6 * 2
-    assert w == {"cnn-1x28x28": expected}
-    assert benchmark.BUDGETS["gpu"].n_cases == 10 and benchmark.BUDGETS["gpu"].arch_for("cifar10") == "cnn"
-
-
 @pytest.mark.parametrize("n", [1, 50, 100, 333, 500])
 def test_fixed_steps_gives_every_n_the_same_number_of_updates(n):
     base = benchmark.Budget(epochs=3, n_per_class=300, bs=32)

@@ -150,7 +150,7 @@ def _outputs_text(cell: dict) -> str:
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_committed_notebook_is_one_clean_cpu_run(path):
+def test_committed_notebook_is_one_clean_default_run(path):
     text = path.read_text()
     nb = json.loads(text)
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
@@ -160,8 +160,8 @@ def test_committed_notebook_is_one_clean_cpu_run(path):
     assert "widgets" not in nb["metadata"]
     assert not [c for c in code if "injected-parameters" in c["metadata"].get("tags", [])], \
         "an injected cell would override the mode a learner sets"
-    assert nb["metadata"].get("dml", {}).get("mode") == "cpu", "outputs must come from a cpu run (metadata.dml)"
-    assert "MODE 'cpu'" in _outputs_text(code[2]), "the banner must say the run was in cpu mode"
+    assert nb["metadata"].get("dml", {}).get("mode") == "default", "outputs must come from a default run (metadata.dml)"
+    assert "MODE 'default'" in _outputs_text(code[2]), "the banner must say the run was in the default mode"
     assert len(text) < 5_000_000
     for pattern in (r"/work/", r"/home/", r"/root/", r"/tmp/", r"/Users/"):
         assert not re.search(pattern, text), f"machine path {pattern} in {path.name}"
@@ -271,14 +271,15 @@ def test_the_mode_set_in_the_parameters_cell_is_the_mode_that_runs(path, monkeyp
     exec(_resolve_source(nb, None), scope)
     assert scope["MODE"] == "smoke"
     monkeypatch.delenv("DML_MODE")
-    monkeypatch.setattr(sys.modules["torch"].cuda, "is_available", lambda: True)
-    scope = {}
-    exec(_resolve_source(nb, None), scope)
-    assert scope["MODE"] == "gpu"
+    for cuda in (False, True):   # the published budget on every device
+        monkeypatch.setattr(sys.modules["torch"].cuda, "is_available", lambda: cuda)
+        scope = {}
+        exec(_resolve_source(nb, None), scope)
+        assert scope["MODE"] == "default"
 
 
 def test_a_learner_s_mode_runs_even_under_a_runner(tmp_path, monkeypatch):
-    """Execute notebook 01 with MODE = "smoke" written into its parameters cell while $DML_MODE says cpu:
+    """Execute notebook 01 with MODE = "smoke" written into its parameters cell while $DML_MODE says default:
     it runs (and records) smoke."""
     import nbformat
     from nbclient import NotebookClient
@@ -286,7 +287,7 @@ def test_a_learner_s_mode_runs_even_under_a_runner(tmp_path, monkeypatch):
     nb = nbformat.read(NOTEBOOKS[0], as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     cell.source = re.sub(r"^MODE = .*$", 'MODE = "smoke"', cell.source, count=1, flags=re.M)
-    monkeypatch.setenv("DML_MODE", "cpu")
+    monkeypatch.setenv("DML_MODE", "default")
     monkeypatch.setenv("DML_RESULTS", str(tmp_path / "r.json"))
     monkeypatch.setenv("DML_PROGRESS", "0")
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()

@@ -35,3 +35,35 @@ def test_no_data_files_are_tracked():
 
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
     assert not [f for f in files if re.search(r"\.(gz|pt|pth|npz|ckpt)$", f) or f.startswith("data/cache")]
+
+
+def test_readme_times_come_from_the_cold_publishing_run():
+    """results/run_times.json holds cold default-mode runs of every notebook; README's time column is
+    exactly what the runner writes from it; every notebook stays within ten minutes, all within an hour."""
+    import importlib.util
+    import json
+
+    times = json.loads((ROOT / "results" / "run_times.json").read_text())
+    notebooks = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert times["mode"] == "default" and times["cold"] is True and times["cores"] >= 1
+    assert sorted(times["seconds"]) == notebooks
+    assert all(0 < s <= 600 for s in times["seconds"].values()), times["seconds"]
+    assert times["total_seconds"] == round(sum(times["seconds"].values()), 1) <= 3600
+    spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "scripts" / "run_notebooks.py")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    readme = (ROOT / "README.md").read_text()
+    assert runner.readme_times(times, readme) == readme, "README's time column differs from results/run_times.json"
+    rows = runner.TIME_ROW.findall(readme)
+    assert [r[1] for r in rows] == [n[:2] for n in notebooks] and "not measured" not in "".join(r[2] for r in rows)
+
+
+def test_readme_times_rewrites_only_the_last_column():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "scripts" / "run_notebooks.py")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    table = "| # | x | time |\n|---|---|---|\n| 01 | [a](b) | 1 s |\n| 02 | c | not measured |\n"
+    out = runner.readme_times({"seconds": {"01_a.ipynb": 1234.4}}, table)
+    assert out == "| # | x | time |\n|---|---|---|\n| 01 | [a](b) | 1,234 s |\n| 02 | c | not measured |\n"

@@ -8,7 +8,7 @@ training images only; every test image (all 10 classes) is scored by its distanc
 training embeddings (the nearest one, and the mean of the K nearest), anomalies are the positives of
 the AUROC.
 
-    res = run({"mnist": data.load("mnist")}, PUBLISHED[5:], losses.METHODS, BUDGETS["cpu"],
+    res = run({"mnist": data.load("mnist")}, PUBLISHED[5:], losses.METHODS, BUDGETS["default"],
               "results/anomaly_benchmark.csv")
     summary(res)
 
@@ -103,11 +103,11 @@ class Budget:
     of a cell's identity in the CSV through its `config` hash; epochs, n_per_class, arch and seed also
     have columns of their own.
 
-    Presets (`BUDGETS`): "smoke" (seconds: 1 epoch, 20 images per class, 2 cases), "cpu" (hours on
-    a CPU: 300 per class, 5 cases, batches of 32; 3 epochs unless `fixed_steps` sets them) and "gpu" (a
-    free Colab T4: 1,000 per class, 10 cases, 5 epochs) use the small CNN for every data set; "full" (the
-    published protocol, a GPU: 15 epochs, every image, 10 cases) uses ResNet18 for CIFAR-10 and the
-    small CNN for MNIST and any other data set.
+    Presets (`BUDGETS`): "smoke" (seconds: 1 epoch, 20 images per class, 2 cases) and "default" (the
+    published notebooks, minutes on a CPU: 300 per class, 3 cases, batches of 32; 3 epochs unless
+    `fixed_steps` sets them) use the small CNN for every data set; "full" (the published protocol, a
+    GPU: 15 epochs, every image, 10 cases) uses ResNet18 for CIFAR-10 and the small CNN for MNIST and
+    any other data set.
     """
     epochs: int = 15
     n_per_class: int | None = None
@@ -127,12 +127,9 @@ class Budget:
 BUDGETS = {
     # seconds on a laptop: the small CNN everywhere, 1 epoch, 20 images per class, 2 of the 10 cases
     "smoke": Budget(epochs=1, n_per_class=20, n_cases=2, arch="cnn", ks=(1, 5, 10, None)),
-    # hours on a CPU: the small CNN everywhere, 300 images per class, 5 of the 10 cases, batches of 32;
-    # notebooks 07-08 give each setting `fixed_steps(..., steps=200)` (3 epochs is the plain default)
-    "cpu": Budget(epochs=3, n_per_class=300, n_cases=5, arch="cnn", bs=32),
-    # a class session on a free Colab GPU (a T4, about 10 minutes per notebook): the small CNN everywhere,
-    # 1,000 images per class, all 10 cases, 5 epochs of batches of 128
-    "gpu": Budget(epochs=5, n_per_class=1000, n_cases=N_CLASSES, arch="cnn", bs=128),
+    # the published notebooks, minutes on a CPU: the small CNN everywhere, 300 images per class, 3 of the
+    # 10 cases, batches of 32; notebooks 07-08 give each setting `fixed_steps(..., steps=200)`
+    "default": Budget(epochs=3, n_per_class=300, n_cases=3, arch="cnn", bs=32),
     # the published protocol, on a GPU: ResNet18 for CIFAR-10, the small CNN for MNIST (and any other
     # data set), 15 epochs on every training image, all 10 cases
     "full": Budget(epochs=15, n_per_class=None, n_cases=N_CLASSES, arch={"cifar10": "resnet18", "mnist": "cnn"}),
@@ -155,8 +152,8 @@ def fixed_steps(budget: Budget, n_per_class: int, n_normal: int, steps: int) -> 
 
 # what notebooks 07 and 11 run in each mode: optimizer steps per network (None: the budget's epochs)
 # and test images per class (None: all)
-STEPS = {"smoke": None, "cpu": 200, "gpu": None, "full": None}
-TEST_PER_CLASS = {"smoke": None, "cpu": 500, "gpu": None, "full": None}
+STEPS = {"smoke": None, "default": 200, "full": None}
+TEST_PER_CLASS = {"smoke": None, "default": 500, "full": None}
 
 
 def budget_of(settings: list[Setting], mode: str, seed: int = 0) -> dict[Setting, Budget]:
@@ -167,39 +164,6 @@ def budget_of(settings: list[Setting], mode: str, seed: int = 0) -> dict[Setting
         raise ValueError(f"unknown mode {mode!r}: choose one of {list(BUDGETS)}")
     base, steps = replace(BUDGETS[mode], seed=seed), STEPS[mode]
     return {s: fixed_steps(base, base.n_per_class, N_CLASSES - s.k, steps) if steps else base for s in settings}
-
-
-def workload(data_by_name: dict[str, ImageData], budget_of: dict[Setting, Budget], methods: int | dict,
-             n_mixups: int = 1) -> dict[str, int]:
-    """Training images a grid processes, per network kind ("cnn-1x28x28", …: the keys of
-    `results/throughput.json`), for `utils.notebook.banner`'s time estimate. `methods`: the methods dict
-    (each method's architecture counted) or their number (all on the budget's architecture). Settings
-    that differ only in the metric share their networks and are counted once."""
-    if isinstance(methods, dict):
-        out: dict[str, int] = {}
-        for name, spec in methods.items():
-            arch = _spec(name, spec)[2].get("arch")
-            bo = budget_of if arch is None else {s: replace(b, arch=arch) for s, b in budget_of.items()}
-            for key, n in workload(data_by_name, bo, 1, n_mixups).items():
-                out[key] = out.get(key, 0) + n
-        return out
-    n_methods = methods
-    out = {}
-    seen = set()
-    for s, b in budget_of.items():
-        if (s.dataset, s.k, repr(b)) in seen:
-            continue
-        seen.add((s.dataset, s.k, repr(b)))
-        d = data_by_name[s.dataset]
-        per_class = torch.bincount(d.y_train, minlength=N_CLASSES)
-        n_imgs = 0
-        for anomalies in cases(s.k, b.n_cases):
-            n = per_class[normal_classes(anomalies)]
-            n_imgs += int(n.clamp_max(b.n_per_class).sum() if b.n_per_class else n.sum())
-        c, h, w = d.x_train.shape[1:]
-        key = f"{b.arch_for(s.dataset)}-{c}x{h}x{w}"
-        out[key] = out.get(key, 0) + n_imgs * b.epochs * n_methods * n_mixups
-    return out
 
 
 def score_kinds(ks) -> dict[str, int | None]:
@@ -283,7 +247,7 @@ def train_case(data: ImageData, setting: Setting, case_index: int, method: str, 
     name, hparams, train_kw = _spec(method, head)
     kw = dict(arch=budget.arch_for(setting.dataset), emb_dim=budget.emb_dim, arch_kw=budget.arch_kw) | train_kw
     run = train.train(normal, name, hparams=hparams, epochs=budget.epochs, bs=budget.bs, mixup=mixup,
-                      seed=budget.seed, cache=cache, progress=False, **kw)
+                      seed=budget.seed, cache=cache, progress=False, validate=False, **kw)
     return run, normal
 
 

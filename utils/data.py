@@ -591,7 +591,7 @@ def search_roots(root: str | Path | None = None) -> list[tuple[Path, str]]:
         roots.append((Path(root).expanduser(), str(root)))
     if os.environ.get("DML_DATA"):
         roots.append((Path(os.environ["DML_DATA"]).expanduser(), "$DML_DATA"))
-    roots += [(PROJECT_DATA, "data"), (DEBIAN_DATA, str(DEBIAN_DATA))]
+    roots += [(PROJECT_DATA, "data"), (DEBIAN_DATA, "Debian's datasets folder")]   # printed without the machine path
     return roots
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 from pathlib import Path
@@ -10,26 +9,21 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository
-MODES = ("smoke", "cpu", "gpu", "full")
+MODES = ("smoke", "default", "full")
 MODE_HELP = {
     "smoke": "seconds: tiny subsets, for the test suite",
-    "cpu": "minutes on a 2-core CPU (the README lists each notebook's time): the committed outputs come from it",
-    "gpu": "a class session on a free Colab GPU (a T4): about 10 minutes per notebook",
-    "full": "the articles' exact settings: hours on a GPU, chosen explicitly",
+    "default": "the budget of the committed outputs, the same on a CPU and a GPU (README: each notebook's time on a 2-core CPU)",
+    "full": "the articles' own budgets: hours, chosen explicitly",
 }
 MODE_ENV = "DML_MODE"  # what MODE = None means in headless runs (scripts/run_notebooks.py sets it)
-
-# The free Colab GPU: NVIDIA T4, 8.1 TFLOP/s float32 and 65 TFLOP/s float16 on tensor cores (its data
-# sheet). Estimates use the float32 figure: small convolutions reach a fraction of tensor-core peak.
-T4_FLOPS = 8.1e12
-THROUGHPUT = ROOT / "results" / "throughput.json"  # written by scripts/measure_throughput.py
 
 
 def resolve_mode(mode: str | None) -> str:
     """The mode that runs: `mode` itself when set (the learner's choice always wins); for None, `$DML_MODE`
-    when a headless runner set it, else "gpu" when CUDA is present and "cpu" otherwise."""
+    when a headless runner set it, else "default" — on every device, so a GPU runs the budget whose
+    numbers the prose quotes, only sooner."""
     if mode is None:
-        mode = os.environ.get(MODE_ENV) or ("gpu" if torch.cuda.is_available() else "cpu")
+        mode = os.environ.get(MODE_ENV) or "default"
     if mode not in MODES:
         raise ValueError(f"MODE must be one of {MODES} or None, not {mode!r}: set it in the parameters cell")
     return mode
@@ -42,44 +36,11 @@ def code_version() -> str:
     return source_hash(tuple(sorted(p.name for p in Path(__file__).resolve().parent.glob("*.py"))))
 
 
-def estimate_minutes(work: dict[str, int], bs: int = 128, path: Path = THROUGHPUT) -> float | None:
-    """Minutes a T4 needs to train `work` ({"cnn-1x28x28": images, …}, keys of `results/throughput.json`).
-
-    Per step of `bs` images: the fixed cost of a step measured on one image, plus the step's FLOPs at the
-    rate measured for that network on this machine scaled by (T4 float32 peak / this machine's measured
-    matrix-product rate). When the file was measured on a GPU, its images/s are used directly. None
-    when nothing was measured. An estimate, not a measurement.
-    """
-    if not work or not path.is_file():
-        return None
-    m = json.loads(path.read_text())
-    seconds = 0.0
-    for key, images in work.items():
-        if key not in m["networks"]:
-            raise ValueError(f"no throughput measured for {key!r}: choose one of {sorted(m['networks'])}")
-        net = m["networks"][key]
-        if m["device_type"] == "cuda":
-            seconds += images / net["images_per_s_bs128"]
-            continue
-        per_image = 1 / net["images_per_s_bs128"] - net["step_seconds_bs1"] / 128  # compute, without the fixed cost
-        speedup = T4_FLOPS / m["matmul_flops_per_s"]
-        seconds += math.ceil(images / bs) * net["step_seconds_bs1"] + images * max(per_image, 0) / speedup
-    return seconds / 60
-
-
-def banner(mode: str, data=None, work: dict[str, int] | None = None, bs: int = 128) -> None:
-    """Print the mode, the device, versions and `utils` code version, the data's origin and, for the
-    training `work` of this mode (images per network kind, in batches of `bs`), the estimated time on a T4."""
+def banner(mode: str, data=None) -> None:
+    """Print the mode, the device, versions and `utils` code version, and the data's origin."""
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
     print(f"MODE {mode!r} — {MODE_HELP[mode]}")
     print(f"device: {dev} · torch {torch.__version__} · python {platform.python_version()} · utils {code_version()}")
-    minutes = estimate_minutes(work, bs=bs) if work else None
-    if minutes is not None:
-        images = sum(work.values())
-        about = ("under a minute" if minutes < 1 else "about a minute" if minutes < 1.5
-                 else f"about {minutes:.0f} minutes")
-        print(f"training: {images:,} images, {about} on a T4 (estimated from FLOPs and the throughput "
-              f"measured in results/throughput.json, not measured on a T4)")
     if data is not None:
         print(f"data: {data}")
         for note in data.notes:
