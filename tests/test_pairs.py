@@ -173,6 +173,9 @@ def test_unknown_mining_lists_the_choices():
 
 
 # ----------------------------------------------------------------------------- losses vs PML
+PML_FORM = dict(squared=False, average="nonzero")   # the form pytorch-metric-learning implements
+
+
 def _grad(fn, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     x = x.clone().requires_grad_(True)
     loss = fn(x)
@@ -183,7 +186,7 @@ def _grad(fn, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.mark.parametrize("seed,kind", CASES, ids=CASE_IDS)
 def test_contrastive_equals_pml(seed, kind):
     x, y = _batch(seed, kind)
-    head = losses.make("contrastive", emb_dim=D, n_classes=5)
+    head = losses.make("contrastive", emb_dim=D, n_classes=5, **PML_FORM)
     ours, g_ours = _grad(lambda e: head(e.float(), y), x)
     ref, g_ref = _grad(lambda e: pml_losses.ContrastiveLoss()(e, y), x)
     assert ours.dtype == torch.float32
@@ -195,7 +198,7 @@ def test_contrastive_with_other_margins_equals_pml():
     x, y = _batch(1, "repeated")
     x = x.float()
     ref = pml_losses.ContrastiveLoss(pos_margin=0.3, neg_margin=1.2)(x, y)
-    head = losses.make("contrastive", emb_dim=D, n_classes=5, pos_margin=0.3, neg_margin=1.2)
+    head = losses.make("contrastive", emb_dim=D, n_classes=5, pos_margin=0.3, neg_margin=1.2, **PML_FORM)
     torch.testing.assert_close(head(x, y), ref)
 
 
@@ -204,7 +207,7 @@ def test_contrastive_all_terms_zero_like_pml():
     non-zero term, the loss is 0 (not NaN) and so is its gradient."""
     y = torch.tensor([0, 0, 1, 1, 2])
     x = torch.eye(D)[y] * torch.tensor([1.0, 2.0, 3.0, 1.0, 5.0])[:, None]   # classes are orthogonal: d = √2
-    head = losses.make("contrastive", emb_dim=D, n_classes=3)
+    head = losses.make("contrastive", emb_dim=D, n_classes=3, **PML_FORM)
     loss, grad = _grad(lambda e: head(e, y), x)
     assert loss == 0 and torch.equal(grad, torch.zeros_like(grad))
     assert pml_losses.ContrastiveLoss()(x, y) == 0
@@ -216,7 +219,7 @@ def test_contrastive_all_terms_zero_like_pml():
 def test_triplet_equals_pml(mining, seed, kind):
     x, y = _batch(seed, kind)
     for margin in (MARGIN, 0.5):
-        head = losses.make("triplet", emb_dim=D, n_classes=5, margin=margin, mining=mining)
+        head = losses.make("triplet", emb_dim=D, n_classes=5, margin=margin, mining=mining, **PML_FORM)
         ours = head(x.float(), y)
         assert ours > 0
         torch.testing.assert_close(ours.double(), _pml_triplet(x, y, mining, margin), atol=1e-6, rtol=1e-5)
@@ -225,7 +228,7 @@ def test_triplet_equals_pml(mining, seed, kind):
 @pytest.mark.parametrize("mining", ["all", "semi_hard", "batch_hard"])
 def test_triplet_gradients_equal_pml(mining):
     x, y = _batch(2, "singletons")
-    head = losses.make("triplet", emb_dim=D, n_classes=5, mining=mining)
+    head = losses.make("triplet", emb_dim=D, n_classes=5, mining=mining, **PML_FORM)
     ours, g_ours = _grad(lambda e: head(e.float(), y), x)
     ref, g_ref = _grad(lambda e: _pml_triplet(e, y, mining), x)
     torch.testing.assert_close(ours.double(), ref, atol=1e-6, rtol=1e-5)
@@ -236,7 +239,7 @@ def test_triplet_gradients_equal_pml(mining):
 def test_triplet_without_triplets_is_zero_like_pml():
     x, y = torch.randn(5, D, requires_grad=True), torch.arange(5)
     for mining in pairs.MINERS:
-        loss = losses.make("triplet", D, 5, mining=mining)(x, y)
+        loss = losses.make("triplet", D, 5, mining=mining, **PML_FORM)(x, y)
         assert loss == 0 and _pml_triplet(x, y, mining) == 0
         loss.backward()
         assert torch.isfinite(x.grad).all()
@@ -249,18 +252,76 @@ X_HAND, Y_HAND = torch.tensor([[0.0], [1.0], [3.0], [6.0]]), torch.tensor([0, 0,
 
 
 @pytest.mark.parametrize("hp,expected", [
-    # positives: d = 1, 3 → mean 2;  negatives [4 − d]₊ = 1, 0, 2, 0 → mean of non-zero 1.5
-    (dict(neg_margin=4.0), 2.0 + 1.5),
+    # PML's form. positives: d = 1, 3 → mean 2;  negatives [4 − d]₊ = 1, 0, 2, 0 → mean of non-zero 1.5
+    (dict(neg_margin=4.0, **PML_FORM), 2.0 + 1.5),
     # positives [d − 1.5]₊ = 0, 1.5 → 1.5 (a plain mean would give 0.75)
-    (dict(pos_margin=1.5, neg_margin=4.0), 1.5 + 1.5),
-    # squared hinges: ½·1, ½·9 → 2.5;  ½·1, ½·4 → 1.25
-    (dict(neg_margin=4.0, squared=True), 2.5 + 1.25),
-    # default margins: every negative is farther than 1 → only the positives count
-    ({}, 2.0),
+    (dict(pos_margin=1.5, neg_margin=4.0, **PML_FORM), 1.5 + 1.5),
+    # squared hinges, non-zero means: ½·1, ½·9 → 2.5;  ½·1, ½·4 → 1.25
+    (dict(neg_margin=4.0, squared=True, average="nonzero"), 2.5 + 1.25),
+    # default margins, PML's form: every negative is farther than 1 → only the positives count
+    (PML_FORM, 2.0),
 ])
 def test_contrastive_by_hand(hp, expected):
     head = losses.make("contrastive", emb_dim=1, n_classes=2, normalize=False, **hp)
     assert head(X_HAND, Y_HAND).item() == pytest.approx(expected, abs=1e-6)
+
+
+def _hadsell(x: torch.Tensor, y: torch.Tensor, m: float) -> torch.Tensor:
+    """Hadsell, Chopra & LeCun (2006), eq. 4, with Y = 0 for similar pairs: over every pair of the batch,
+    L = (1 − Y) ½ D² + Y ½ {max(0, m − D)}², averaged over the pairs (the paper sums them)."""
+    terms = []
+    for a in range(len(x)):
+        for b in range(len(x)):
+            if a != b:
+                dist = torch.linalg.norm(x[a] - x[b])
+                Y = float(y[a] != y[b])
+                terms.append((1 - Y) * 0.5 * dist ** 2 + Y * 0.5 * torch.clamp(m - dist, min=0) ** 2)
+    return torch.stack(terms).mean()
+
+
+def test_contrastive_default_is_hadsell_by_hand():
+    # squared, over all 12 ordered pairs: positives ½·1, ½·9 (twice each); negatives ½[4 − d]₊² = ½, 0, 2, 0
+    head = losses.make("contrastive", emb_dim=1, n_classes=2, normalize=False, neg_margin=4.0)
+    assert head(X_HAND, Y_HAND).item() == pytest.approx((0.5 + 4.5 + 0.5 + 2.0) * 2 / 12, abs=1e-6)
+    x, y = _batch(3, "repeated")
+    for m in (0.5, 1.0):
+        head = losses.make("contrastive", emb_dim=D, n_classes=5, neg_margin=m)
+        torch.testing.assert_close(head(x.float(), y).double(),
+                                   _hadsell(torch.nn.functional.normalize(x.double(), dim=1), y, m))
+
+
+def _facenet(x: torch.Tensor, y: torch.Tensor, alpha: float) -> torch.Tensor:
+    """FaceNet (Schroff et al. 2015), eq. 2 over every valid triplet: Σ [‖a − p‖² − ‖a − n‖² + α]₊ / N."""
+    terms = [torch.clamp((x[a] - x[p]).square().sum() - (x[a] - x[n]).square().sum() + alpha, min=0)
+             for a in range(len(x)) for p in range(len(x)) for n in range(len(x))
+             if a != p and y[a] == y[p] and y[a] != y[n]]
+    return torch.stack(terms).mean()
+
+
+def test_triplet_default_is_facenet_squared_by_hand():
+    x, y = _batch(4, "repeated")
+    e = torch.nn.functional.normalize(x.double(), dim=1)
+    head = losses.make("triplet", emb_dim=D, n_classes=5, mining="all")      # margin 0.2, squared, all
+    torch.testing.assert_close(head(x.float(), y).double(), _facenet(e, y, 0.2))
+    # semi-hard, on the squared distances: d²_ap < d²_an ≤ d²_ap + α, then the plain mean of those
+    d2 = torch.cdist(e, e) ** 2
+    semi = [(a, p, n) for a in range(len(e)) for p in range(len(e)) for n in range(len(e))
+            if a != p and y[a] == y[p] and y[a] != y[n] and d2[a, p] < d2[a, n] <= d2[a, p] + 0.2]
+    assert semi
+    want = torch.stack([d2[a, p] - d2[a, n] + 0.2 for a, p, n in semi]).mean()
+    got = losses.make("triplet", emb_dim=D, n_classes=5, mining="semi_hard")(x.float(), y)
+    torch.testing.assert_close(got.double(), want)
+
+
+def test_squared_and_unsquared_forms_differ():
+    x, y = _batch(4, "repeated")
+    a = losses.make("triplet", emb_dim=D, n_classes=5, mining="all")(x.float(), y)
+    b = losses.make("triplet", emb_dim=D, n_classes=5, mining="all", squared=False)(x.float(), y)
+    c = losses.make("contrastive", emb_dim=D, n_classes=5)(x.float(), y)
+    d = losses.make("contrastive", emb_dim=D, n_classes=5, **PML_FORM)(x.float(), y)
+    assert abs(a - b) > 1e-3 and abs(c - d) > 1e-3
+    with pytest.raises(ValueError, match="average"):
+        losses.make("triplet", emb_dim=D, n_classes=5, average="sum")
 
 
 # margin 1, L = [d_ap − d_an + 1]₊. The 8 valid triplets (a, p, n) and their losses:
@@ -272,7 +333,7 @@ def test_contrastive_by_hand(hp, expected):
     ("batch_hard", 2.0, 4, 0.25),          # (0,1,2) (1,0,2) (2,3,1) (3,2,1): 0, 0, 2, 0
 ])
 def test_triplet_by_hand(mining, expected, n_mined, active_mined):
-    head = losses.make("triplet", emb_dim=1, n_classes=2, margin=1.0, mining=mining, normalize=False)
+    head = losses.make("triplet", emb_dim=1, n_classes=2, margin=1.0, mining=mining, normalize=False, **PML_FORM)
     head.begin(1)
     assert head(X_HAND, Y_HAND).item() == pytest.approx(expected, abs=1e-6)
     row = head.stats.iloc[0]
@@ -283,18 +344,21 @@ def test_triplet_by_hand(mining, expected, n_mined, active_mined):
 def test_triplet_by_hand_matches_pml_on_unnormalized_distances():
     from pytorch_metric_learning.distances import LpDistance
     ref = pml_losses.TripletMarginLoss(margin=1.0, distance=LpDistance(normalize_embeddings=False))
-    head = losses.make("triplet", emb_dim=1, n_classes=2, margin=1.0, mining="all", normalize=False)
+    head = losses.make("triplet", emb_dim=1, n_classes=2, margin=1.0, mining="all", normalize=False, **PML_FORM)
     torch.testing.assert_close(head(X_HAND, Y_HAND), ref(X_HAND, Y_HAND))
 
 
 # ----------------------------------------------------------------------------- siamese
 def test_siamese_probability_by_hand_symmetric_and_broadcast():
+    """Koch et al.: p = σ(Σ_j α_j |σ(x1_j) − σ(x2_j)| + b), sigmoid features then weighted L1."""
     head = losses.make("siamese", emb_dim=2, n_classes=3)
     with torch.no_grad():
         head.alpha.weight.copy_(torch.tensor([[-1.0, -2.0]]))
         head.alpha.bias.fill_(0.5)
     h1, h2 = torch.tensor([[0.0, 0.0], [1.0, 1.0]]), torch.tensor([[1.0, -1.0], [1.0, 1.0]])
-    expected = torch.sigmoid(torch.tensor([-1.0 - 2.0 + 0.5, 0.5]))
+    s = torch.sigmoid
+    l1 = (s(torch.tensor(0.0)) - s(torch.tensor(1.0))).abs()
+    expected = torch.sigmoid(torch.stack([-1.0 * l1 - 2.0 * l1 + 0.5, torch.tensor(0.5)]))
     torch.testing.assert_close(head.same_probability(h1, h2), expected)
     torch.testing.assert_close(head.same_probability(h2, h1), expected)
     x = torch.randn(5, 2)
@@ -303,23 +367,28 @@ def test_siamese_probability_by_hand_symmetric_and_broadcast():
     torch.testing.assert_close(table, table.T)
 
 
-def test_siamese_loss_is_balanced_bce_over_pairs():
-    """Hand formula: all pairs i < j, mean BCE of the same-class pairs and of the others, averaged."""
+def test_siamese_loss_is_bce_over_balanced_pairs():
+    """Hand formula: every same-class pair i < j, as many different-class pairs, mean BCE over them."""
     torch.manual_seed(0)
     head = losses.make("siamese", emb_dim=D, n_classes=3)
     x, y = torch.randn(10, D), torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 1])
-    terms_pos, terms_neg = [], []
-    for i in range(10):
-        for j in range(i + 1, 10):
-            p = head.same_probability(x[i], x[j])
-            (terms_pos if y[i] == y[j] else terms_neg).append(-torch.log(p if y[i] == y[j] else 1 - p))
-    expected = (torch.stack(terms_pos).mean() + torch.stack(terms_neg).mean()) / 2
-    torch.testing.assert_close(head(x, y), expected)
-    # no positive pair in the batch: the negatives alone
-    yd = torch.arange(10)
-    expected_neg = torch.stack([-torch.log(1 - head.same_probability(x[i], x[j]))
-                                for i in range(10) for j in range(i + 1, 10)]).mean()
-    torch.testing.assert_close(head(x, yd), expected_neg)
+    i, j, same = head.balanced_pairs(y)
+    n_pos = sum(int(y[a] == y[b]) for a in range(10) for b in range(a + 1, 10))
+    assert int(same.sum()) == n_pos == int((1 - same).sum()) and bool((i < j).all())
+    assert torch.equal(same, (y[i] == y[j]).float())
+    assert len({(int(a), int(b)) for a, b in zip(i, j)}) == len(i)              # no pair twice
+    torch.manual_seed(1)
+    loss = head(x, y)
+    torch.manual_seed(1)
+    i, j, same = head.balanced_pairs(y)                                         # the draw the loss used
+    bce = [-torch.log(head.same_probability(x[a], x[b]) if t else 1 - head.same_probability(x[a], x[b]))
+           for a, b, t in zip(i, j, same)]
+    torch.testing.assert_close(loss, torch.stack(bce).mean())
+    torch.manual_seed(2)
+    assert not torch.equal(head.balanced_pairs(y)[1], j)                         # a fresh draw of negatives
+    # no positive pair in the batch: one random negative pair
+    _, _, s0 = head.balanced_pairs(torch.arange(10))
+    assert s0.tolist() == [0.0]
 
 
 def test_siamese_every_parameter_gets_a_gradient():
@@ -445,7 +514,7 @@ def test_active_fraction_equals_brute_force(seed, kind):
 
 def test_triplet_stats_shapes_ranges_and_reset():
     x, y = _toy()
-    head = losses.make("triplet", emb_dim=4, n_classes=2)
+    head = losses.make("triplet", emb_dim=4, n_classes=2, mining="batch_hard", squared=False)
     assert len(head.stats) == 0 and list(head.stats.columns) == ["active_all", "active_mined", "n_mined", "n_all"]
     _, head = _train(head, x, y, steps=7)
     s = head.stats
@@ -466,7 +535,7 @@ def test_triplet_stats_match_the_batch():
     head.begin(1)
     loss = head(x.float(), y)
     row = head.stats.iloc[0]
-    d = pairs.distances(x.float())
+    d = pairs.distances(x.float()) ** 2                 # FaceNet's squared distances, as the loss compares them
     assert row["active_all"] == pytest.approx(_active_all_brute_force(d, y, MARGIN), abs=1e-6)
     assert row["active_all"] == pytest.approx(row["active_mined"], abs=1e-6)        # "all" mines everything
     assert row["n_mined"] == row["n_all"] == len(pairs.all_triplets(y)[0])

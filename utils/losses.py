@@ -424,6 +424,9 @@ class PairHead(Head):
         return f"emb_dim={self.emb_dim}"
 
 
+AVERAGES = ("all", "nonzero")   # a pair/triplet loss: mean over all its terms (the papers), or over the non-zero ones (PML)
+
+
 def _mean_nonzero(losses: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean of the entries of `losses` (≥ 0; those selected by `mask`) that are > 0; 0 if none are.
 
@@ -438,26 +441,27 @@ def _mean_nonzero(losses: torch.Tensor, mask: torch.Tensor | None = None) -> tor
 class ContrastiveHead(PairHead):
     """Contrastive loss (Hadsell, Chopra & LeCun 2006) on every pair of the batch.
 
-    With d the Euclidean distance between the (by default L2-normalized) embeddings:
+    With d the Euclidean distance between the (by default L2-normalized) embeddings, the paper's
+    loss (the default, `squared=True, average="all"`) is, over the batch's pairs,
 
-        same label:       L = [d − m_pos]₊          pulled together (to within m_pos)
-        different labels: L = [m_neg − d]₊          pushed apart (until m_neg)
+        same label:       L = ½ [d − m_pos]₊²       pulled together (Hadsell et al.: m_pos = 0, ½ d²)
+        different labels: L = ½ [m_neg − d]₊²       pushed apart until m_neg
 
-        loss = mean of the non-zero positive-pair L + mean of the non-zero negative-pair L
+        loss = mean of L over all pairs (the paper's sum over pairs, divided by their number)
 
-    Defaults and reduction are exactly pytorch-metric-learning's `ContrastiveLoss()`: pos_margin=0,
-    neg_margin=1, normalized embeddings, and its AvgNonZeroReducer — each kind of pair is averaged
-    over its pairs with a non-zero loss only (a kind with none contributes 0), and the two are summed.
-    `squared=True` gives the paper's own squared hinges ½[d − m_pos]₊² and ½[m_neg − d]₊² (Hadsell
-    et al. used m_pos = 0, i.e. ½d² for similar pairs), with the same reduction.
+    `squared=False, average="nonzero"` is pytorch-metric-learning's `ContrastiveLoss()` exactly:
+    unsquared hinges [d − m_pos]₊ and [m_neg − d]₊, and its AvgNonZeroReducer — each kind of pair
+    averaged over its pairs with a non-zero loss only (a kind with none gives 0), the two summed.
     """
 
     def __init__(self, emb_dim: int, n_classes: int | None = None, pos_margin: float = 0.0,
-                 neg_margin: float = 1.0, normalize: bool = True, squared: bool = False,
-                 reduction: str = "mean"):
+                 neg_margin: float = 1.0, normalize: bool = True, squared: bool = True,
+                 average: str = "all", reduction: str = "mean"):
         super().__init__(emb_dim, n_classes, reduction)
+        if average not in AVERAGES:
+            raise ValueError(f"unknown average {average!r}: choose one of {list(AVERAGES)}")
         self.pos_margin, self.neg_margin = float(pos_margin), float(neg_margin)
-        self.normalize, self.squared = bool(normalize), bool(squared)
+        self.normalize, self.squared, self.average = bool(normalize), bool(squared), average
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self._check_reduction()
@@ -466,11 +470,14 @@ class ContrastiveHead(PairHead):
         pull, push = F.relu(d - self.pos_margin), F.relu(self.neg_margin - d)
         if self.squared:
             pull, push = 0.5 * pull ** 2, 0.5 * push ** 2
+        if self.average == "all":
+            per_pair = torch.where(pos, pull, torch.zeros_like(pull)) + torch.where(neg, push, torch.zeros_like(push))
+            return per_pair.sum() / (pos | neg).sum().clamp_min(1)
         return _mean_nonzero(pull, pos) + _mean_nonzero(push, neg)
 
     def extra_repr(self) -> str:
         return (super().extra_repr() + f", pos_margin={self.pos_margin:g}, neg_margin={self.neg_margin:g}, "
-                f"normalize={self.normalize}, squared={self.squared}")
+                f"normalize={self.normalize}, squared={self.squared}, average={self.average!r}")
 
 
 @register("triplet")
@@ -478,23 +485,28 @@ class TripletHead(PairHead):
     """Triplet loss (Schroff, Kalenichenko & Philbin 2015, FaceNet) on triplets mined from the batch.
 
     An anchor a, a positive p (same label) and a negative n (another label): the negative should be
-    farther from the anchor than the positive by at least the margin,
+    farther from the anchor than the positive by at least the margin α. FaceNet's form (the default,
+    `squared=True, average="all"`) uses squared distances between L2-normalized embeddings (its unit
+    hypersphere, α = 0.2) and the mean over the mined triplets:
 
-        L(a, p, n) = [d_ap − d_an + margin]₊
+        L(a, p, n) = [‖a − p‖² − ‖a − n‖² + α]₊
 
-    averaged over the mined triplets with a non-zero loss (0 when there are none) — exactly
-    pytorch-metric-learning's `TripletMarginLoss(margin)` with its AvgNonZeroReducer. Distances are
-    between L2-normalized embeddings (`normalize=True`, FaceNet's unit hypersphere; margin=0.2 is
-    FaceNet's α). `mining` picks the triplets (`utils.pairs.MINERS`):
+    `squared=False` uses distances, [d_ap − d_an + α]₊ (Hermans et al.'s batch hard), and
+    `squared=False, average="nonzero"` is pytorch-metric-learning's `TripletMarginLoss(margin)`
+    exactly (its AvgNonZeroReducer: the mean over the triplets with a non-zero loss, 0 if none).
+    `mining` picks the triplets (`utils.pairs.MINERS`), comparing the same (squared or not) distances:
 
     - "all": every valid triplet of the batch (O(B³), mostly easy ones);
-    - "semi_hard": FaceNet's d_ap < d_an ≤ d_ap + margin;
+    - "semi_hard" (default): d_ap < d_an ≤ d_ap + α, FaceNet's semi-hard condition. FaceNet chose one such
+      negative per anchor-positive pair; this keeps every semi-hard triplet (PML's
+      `TripletMarginMiner("semihard")`);
     - "hard": d_an ≤ d_ap;
-    - "batch_hard" (default): per anchor its farthest positive and nearest negative (Hermans, Beyer &
-      Leibe 2017). The default because it is cheap (one triplet per anchor, O(B²)), it keeps learning
-      when almost all triplets are already easy (the common case after a few epochs), and it needs no
-      huge batch: FaceNet's semi-hard mining relied on batches of ~1,800 images to find semi-hard
-      negatives, while batch hard with P×K batches (`PKSampler`) works at B = 128.
+    - "batch_hard": per anchor its farthest positive and nearest negative (Hermans, Beyer & Leibe
+      2017), with `squared=False` as they used it (on squared distances batch hard tends to collapse
+      every embedding to one point). Cheap (one triplet per anchor, O(B²)), it keeps learning when
+      almost all triplets are already easy, and it needs no huge batch: FaceNet's semi-hard mining
+      relied on batches of ~1,800 images, while batch hard with P×K batches (`PKSampler`) works at
+      B = 128.
 
     For teaching, every forward in training mode records (as tensors, adding no GPU sync) the
     fraction of ALL valid triplets of the batch with a non-zero loss, the fraction of the mined ones,
@@ -502,20 +514,28 @@ class TripletHead(PairHead):
     """
 
     def __init__(self, emb_dim: int, n_classes: int | None = None, margin: float = 0.2,
-                 mining: str = "batch_hard", normalize: bool = True, reduction: str = "mean"):
+                 mining: str = "semi_hard", normalize: bool = True, squared: bool = True,
+                 average: str = "all", reduction: str = "mean"):
         super().__init__(emb_dim, n_classes, reduction)
         if mining not in pairs.MINERS:
             raise ValueError(f"unknown triplet mining {mining!r}: choose one of {list(pairs.MINERS)}")
+        if average not in AVERAGES:
+            raise ValueError(f"unknown average {average!r}: choose one of {list(AVERAGES)}")
         self.margin, self.mining, self.normalize = float(margin), mining, bool(normalize)
+        self.squared, self.average = bool(squared), average
         self._stats: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self._check_reduction()
         d = pairs.distances(x.float(), self.normalize)
+        if self.squared:
+            d = d ** 2
         a, p, n = pairs.mine(self.mining, d.detach(), y, self.margin)
         per_triplet = F.relu(d[a, p] - d[a, n] + self.margin)
         if self.training:
             self._record(d.detach(), y, per_triplet.detach())
+        if self.average == "all":
+            return per_triplet.sum() / max(len(per_triplet), 1)
         return _mean_nonzero(per_triplet)
 
     @torch.no_grad()
@@ -545,52 +565,55 @@ class TripletHead(PairHead):
 
     def extra_repr(self) -> str:
         return (super().extra_repr() + f", margin={self.margin:g}, mining={self.mining!r}, "
-                f"normalize={self.normalize}")
+                f"normalize={self.normalize}, squared={self.squared}, average={self.average!r}")
 
 
 @register("siamese")
 class SiameseHead(PairHead):
     """Siamese network (Koch, Zemel & Salakhutdinov 2015): a learned verdict "same class?" for a pair.
 
-    The twin networks are the embedding model applied to both images; the head weighs the
-    component-wise distance of the two embeddings with learned α_j and a bias b:
+    The twin networks are the embedding model applied to both images. As in the paper, its output
+    goes through a sigmoid (h = σ(f(x)), Koch's sigmoid features), and the head weighs the
+    component-wise L1 distance of the two feature vectors with learned α_j and a bias b:
 
-        p(same | h1, h2) = σ(Σ_j α_j |h1_j − h2_j| + b)
+        p(same | x1, x2) = σ(Σ_j α_j |h1_j − h2_j| + b)
 
-    and is trained with binary cross-entropy on all pairs i < j of the batch. A batch holds far more
-    different-class pairs than same-class ones, so the two kinds are weighted to count half each
-    (the mean BCE of the positive pairs and that of the negative pairs are averaged; a kind absent
-    from the batch is left out) — Koch et al. sampled balanced pairs instead. α and b are
-    `self.alpha` (an `nn.Linear(emb_dim, 1)`). The embeddings are used raw (Koch's were sigmoid
-    features; ours are the network's linear output). At test time `same_probability` scores pairs:
-    one-shot classification picks the support image with the highest p(same).
+    trained with binary cross-entropy on balanced same/different pairs: every same-class pair i < j
+    of the batch and as many different-class pairs drawn at random (Koch et al. sampled balanced
+    pairs from the whole training set; here they are drawn inside P×K batches, `PKSampler`). α and b
+    are `self.alpha` (an `nn.Linear(emb_dim, 1)`). At test time `same_probability` scores pairs:
+    one-shot classification picks the support image with the highest p(same). The rest of the
+    paper's recipe (its 4-conv network with a 4,096-d layer, SGD with per-layer rates, 150,000 pairs ×
+    8 affine distortions) is the training set-up, not the head.
     """
 
     def __init__(self, emb_dim: int, n_classes: int | None = None, reduction: str = "mean"):
         super().__init__(emb_dim, n_classes, reduction)
         self.alpha = nn.Linear(emb_dim, 1)
 
-    def pair_logits(self, h1: torch.Tensor, h2: torch.Tensor) -> torch.Tensor:
-        """Σ_j α_j |h1_j − h2_j| + b over the last dimension (h1, h2 broadcast), in float32."""
-        diff = (h1.float() - h2.float()).abs()
+    def pair_logits(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        """Σ_j α_j |σ(x1_j) − σ(x2_j)| + b over the last dimension (x1, x2 broadcast), in float32."""
+        diff = (torch.sigmoid(x1.float()) - torch.sigmoid(x2.float())).abs()
         return _linear32(diff, self.alpha.weight, self.alpha.bias).squeeze(-1)
 
-    def same_probability(self, h1: torch.Tensor, h2: torch.Tensor) -> torch.Tensor:
-        """p(same class) for pairs of embeddings, by broadcasting over the leading dimensions:
-        h1, h2 of shape (N, D) give N probabilities; (N, 1, D) and (1, M, D) give an N×M table."""
-        return torch.sigmoid(self.pair_logits(h1, h2))
+    def same_probability(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        """p(same class) for pairs of network outputs, by broadcasting over the leading dimensions:
+        x1, x2 of shape (N, D) give N probabilities; (N, 1, D) and (1, M, D) give an N×M table."""
+        return torch.sigmoid(self.pair_logits(x1, x2))
+
+    def balanced_pairs(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Indices i, j and target same (0/1) of every same-class pair i < j of the batch and as many
+        different-class pairs drawn at random (one, when the batch has no same-class pair)."""
+        i, j = torch.triu_indices(len(y), len(y), offset=1, device=y.device)
+        same = y[i] == y[j]
+        rank = torch.rand(len(i), device=y.device).masked_fill(same, 2.0).argsort().argsort()
+        keep = same | (rank < same.sum().clamp_min(1))
+        return i[keep], j[keep], same[keep].float()
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self._check_reduction()
-        i, j = torch.triu_indices(len(y), len(y), offset=1, device=y.device)
-        logit = self.pair_logits(x[i], x[j])
-        same = (y[i] == y[j]).to(logit.dtype)
-        bce = F.binary_cross_entropy_with_logits(logit, same, reduction="none")
-        n_pos, n_neg = same.sum(), (1 - same).sum()
-        pos_mean = (bce * same).sum() / n_pos.clamp_min(1)
-        neg_mean = (bce * (1 - same)).sum() / n_neg.clamp_min(1)
-        kinds = (n_pos > 0).to(logit.dtype) + (n_neg > 0).to(logit.dtype)
-        return (pos_mean + neg_mean) / kinds.clamp_min(1)
+        i, j, same = self.balanced_pairs(y)
+        return F.binary_cross_entropy_with_logits(self.pair_logits(x[i], x[j]), same)
 
 
 @register("proto")
