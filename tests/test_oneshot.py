@@ -125,3 +125,57 @@ def test_tta_and_ensemble_are_normalized_means():
     assert torch.allclose((a * b).sum(1), (c1 + c2) / 2)
     with pytest.raises(ValueError):
         O.ensemble()
+
+
+def toy_omniglot(sizes: dict[str, int], drawers: int = 5):
+    """An ImageData laid out like load("omniglot"): pixel (0, 0) holds the character, (0, 1) the drawer."""
+    from utils.data import ImageData
+
+    xs, ys, alpha, drawer = [], [], [], []
+    label = 0
+    for a, n in enumerate(sizes.values()):
+        for _ in range(n):
+            for d in range(1, drawers + 1):
+                x = torch.zeros(1, 4, 4, dtype=torch.uint8)
+                x[0, 0, 0], x[0, 0, 1] = label, d
+                xs.append(x), ys.append(label), alpha.append(a), drawer.append(d)
+            label += 1
+    x, y, alpha, drawer = torch.stack(xs), torch.tensor(ys), torch.tensor(alpha), torch.tensor(drawer)
+    test = drawer > drawers - 2                                  # the last two drawers: the test split
+    info = {"alphabets": list(sizes), "alphabet_train": alpha[~test], "alphabet_test": alpha[test],
+            "drawer_train": drawer[~test], "drawer_test": drawer[test]}
+    return ImageData(x[~test], y[~test], x[test], y[test], [str(c) for c in range(label)], "toy", "toy", [], info)
+
+
+def test_alphabet_episodes_are_built_like_the_official_runs():
+    data = toy_omniglot({"A": 6, "B": 7, "C": 6})
+    alphabet_of = torch.tensor([0] * 6 + [1] * 7 + [2] * 6)                         # of each character
+    eps = O.alphabet_episodes(data, ["A", "C"], n_episodes=6, n_way=5, seed=1)
+    assert [e.name.split()[1] for e in eps] == ["A", "C"] * 3
+    for e in eps:
+        s_char, s_drawer = e.support[:, 0, 0, 0].long(), e.support[:, 0, 0, 1]
+        q_char, q_drawer = e.query[:, 0, 0, 0].long(), e.query[:, 0, 0, 1]
+        assert len(set(s_char.tolist())) == 5 and sorted(q_char.tolist()) == sorted(s_char.tolist())
+        assert len(set(s_drawer.tolist())) == 1 and len(set(q_drawer.tolist())) == 1      # one drawer each ...
+        assert s_drawer[0] != q_drawer[0]                                               # ... two different ones
+        assert torch.equal(s_char[e.answer], q_char)                                    # every answer is right
+        assert set(alphabet_of[s_char].tolist()) == {"ABC".index(e.name.split()[1])}    # within one alphabet
+    used = {d for e in eps for x in (e.support, e.query) for d in x[:, 0, 0, 1].tolist()}
+    assert used & {1, 2, 3} and used & {4, 5}                                         # both splits' drawers
+    again = O.alphabet_episodes(data, ["A", "C"], n_episodes=6, n_way=5, seed=1)
+    assert all(torch.equal(a.query, b.query) and torch.equal(a.answer, b.answer) for a, b in zip(eps, again))
+    assert O.nway_accuracy(eps[0].support.flatten(1).float(), eps[0].query.flatten(1).float(), eps[0].answer,
+                           "euclidean") == 1.0                                          # pixels (0, 0) find it
+
+
+def test_alphabet_episodes_draw_across_small_alphabets_and_refuse_too_few():
+    data = toy_omniglot({"A": 3, "B": 7, "C": 4})
+    alphabet_of = torch.tensor([0] * 3 + [1] * 7 + [2] * 4)
+    eps = O.alphabet_episodes(data, ["A", "C"], n_episodes=8, n_way=5)
+    assert all(e.name.endswith("mixed") for e in eps)
+    used = {c for e in eps for c in e.support[:, 0, 0, 0].tolist()}
+    assert set(alphabet_of[sorted(used)].tolist()) == {0, 2}                            # never alphabet B
+    with pytest.raises(ValueError, match="need 8 characters"):
+        O.alphabet_episodes(data, ["A", "C"], n_way=8)
+    with pytest.raises(ValueError, match="not in the data"):
+        O.alphabet_episodes(data, ["Z"])

@@ -6,19 +6,23 @@ Two questions about an embedding f, asked on classes (people, characters) absent
   chosen on training pairs; reported as accuracy on balanced pairs and as ROC AUC (threshold-free);
 - **N-way one-shot** — given one example of each of N new classes (the support) and a query, which
   class is it? Answer the support with the highest similarity (Lake et al.'s 20-way task on Omniglot).
+  `alphabet_episodes` builds such episodes from held-out Omniglot alphabets, the way the official
+  runs are built, for choosing a configuration without touching the official runs.
 
 Similarities are "higher = more alike": cosine by default, −Euclidean, or any callable, e.g. a
 Siamese network's p(same).
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
+
+from .data import Episode, ImageData
 
 Similarity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]   # rows (N×d, N×d) -> N
 
@@ -126,6 +130,57 @@ def nway_accuracy(support: torch.Tensor, query: torch.Tensor, answer: torch.Tens
     """Fraction of queries whose most similar support is the right one (`answer` indexes `support`)."""
     sim = similarity_matrix(query, support, similarity)
     return float((sim.argmax(1).cpu() == torch.as_tensor(answer).cpu()).float().mean())
+
+
+def alphabet_episodes(data: ImageData, alphabets: Sequence[str], n_episodes: int = 40, n_way: int = 20,
+                      seed: int = 0) -> list[Episode]:
+    """N-way one-shot episodes from the characters of `alphabets`, built like Lake et al.'s official runs.
+
+    `data` is Omniglot as `data.load("omniglot")` gives it (or a `select`/`resized` copy): `info`
+    holds `alphabets` (names) and per-image `alphabet_*` and `drawer_*`; both splits are used, so
+    every drawer of a character is available. Each episode takes `n_way` distinct characters of one
+    alphabet and two different drawers who drew all of them: drawer a's drawings are the support,
+    drawer b's the queries (in a shuffled order); `answer[i]` indexes query i's character in the
+    support. Episode k uses `alphabets[k % len(alphabets)]`. If any of the alphabets has fewer than
+    `n_way` characters, every episode instead draws its characters across all of `alphabets` (the
+    names end in "mixed"). Seeded: the same arguments give the same episodes.
+    """
+    if not alphabets:
+        raise ValueError("alphabet_episodes needs at least one alphabet")
+    names = list(data.info["alphabets"])
+    unknown = [a for a in alphabets if a not in names]
+    if unknown:
+        raise ValueError(f"alphabets {unknown} are not in the data (it has {names})")
+    x = torch.cat([data.x_train, data.x_test])
+    y = torch.cat([data.y_train, data.y_test])
+    alpha = torch.cat([data.info["alphabet_train"], data.info["alphabet_test"]])
+    drawer = torch.cat([data.info["drawer_train"], data.info["drawer_test"]])
+    chars = {a: sorted(set(y[alpha == names.index(a)].tolist())) for a in alphabets}
+    if all(len(c) >= n_way for c in chars.values()):
+        groups = [(a, chars[a]) for a in alphabets]
+    else:
+        pooled = sorted(c for a in alphabets for c in chars[a])
+        if len(pooled) < n_way:
+            raise ValueError(f"{n_way}-way episodes need {n_way} characters; {list(alphabets)} have {len(pooled)}")
+        groups = [("mixed", pooled)]
+    where = {(c, d): i for i, (c, d) in enumerate(zip(y.tolist(), drawer.tolist()))}
+    drawers: dict[int, set[int]] = {}
+    for c, d in where:
+        drawers.setdefault(c, set()).add(d)
+    g = torch.Generator().manual_seed(seed)
+    episodes = []
+    for k in range(n_episodes):
+        group, pool = groups[k % len(groups)]
+        picked = [pool[i] for i in torch.randperm(len(pool), generator=g)[:n_way].tolist()]
+        common = sorted(set.intersection(*(drawers[ch] for ch in picked)))
+        if len(common) < 2:
+            raise ValueError(f"episode {k}: the {n_way} characters picked from {group} share fewer than two drawers")
+        a, b = (common[i] for i in torch.randperm(len(common), generator=g)[:2].tolist())
+        order = torch.randperm(n_way, generator=g)              # query i shows support character order[i]
+        support = x[[where[ch, a] for ch in picked]]
+        query = x[[where[picked[j], b] for j in order.tolist()]]
+        episodes.append(Episode(f"val{k + 1:02d} {group}", support, query, order.to(torch.int64)))
+    return episodes
 
 
 def oneshot(embed: Callable[[torch.Tensor], torch.Tensor], episodes: list,
