@@ -1,4 +1,5 @@
-"""Autoencoders: shapes and ranges of the three architectures, the reconstruction error and head, training
+"""Autoencoders: shapes and ranges of the architectures (the article's super-resolution decoder and Ruff et al.'s DCAE
+included), the reconstruction error and head, training
 (loss goes down, noise, seeding, mixup refused, the classifier path unchanged), reconstruction scores on a
 toy anomaly problem, the mean + 3σ threshold, Gaussian noise, and autoencoders in the benchmark grid.
 
@@ -97,6 +98,10 @@ def test_autoencoders_keep_the_input_shape_and_output_0_to_1(arch, shape):
     model = models.make_model(arch, in_channels=shape[0], emb_dim=16)
     assert model.emb_dim == 16
     x = torch.randint(0, 256, (3, *shape), dtype=torch.uint8)
+    if arch == "dcae" and shape[1:] != (28, 28):   # Ruff et al.'s MNIST network: 28×28 only, and it says so
+        with pytest.raises(ValueError, match="28×28"):
+            model(x)
+        return
     for mode in (model.train, model.eval):
         mode()
         out = model(x)
@@ -108,7 +113,7 @@ def test_autoencoders_keep_the_input_shape_and_output_0_to_1(arch, shape):
 
 
 def test_autoencoder_registry_and_unknown_arch():
-    assert set(models.AUTOENCODERS) == {"conv_ae", "unet_ae", "superres_ae"}
+    assert set(models.AUTOENCODERS) == {"conv_ae", "unet_ae", "superres_ae", "superres_article", "dcae"}
     assert set(models.AUTOENCODERS) <= set(models.ARCHS)
     assert isinstance(models.make_model("conv_ae"), models.ConvAutoencoder)
     assert models.make_model("unet_ae").skips and not models.make_model("conv_ae").skips
@@ -117,6 +122,66 @@ def test_autoencoder_registry_and_unknown_arch():
         models.make_model("vae")
     with pytest.raises(ValueError, match="factor"):
         models.make_model("superres_ae", factor=3)
+
+
+def conv_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    return [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+
+
+def test_article_superres_has_four_conv_bn_layers_after_a_4x_maxpool():
+    torch.manual_seed(0)
+    ours, article = models.make_model("superres_ae"), models.make_model("superres_article")
+    assert isinstance(article, models.SuperResolution) and article.factor == 4 and article.convs == 2
+    # the decoder: four 3×3 conv + batch norm (+ ReLU) layers, then the 3×3 output conv; ours has two
+    assert len(article.up) == 4 and len(ours.up) == 2
+    for block in article.up:
+        conv, bn = block[0], block[1]
+        assert isinstance(conv, torch.nn.Conv2d) and conv.kernel_size == (3, 3) and conv.out_channels == 8
+        assert isinstance(bn, torch.nn.BatchNorm2d) and bn.num_features == 8
+    assert [c.in_channels for c in conv_layers(article)] == [1, 8, 8, 8, 8]
+    assert len(conv_layers(article)) == 5 and conv_layers(article)[-1].out_channels == 1
+    # it sees only the 7×7 max-pooled image: inputs with the same 4×4 maxima reconstruct alike
+    x = torch.zeros(2, 1, 28, 28)
+    x[0, 0, 0, 0] = x[1, 0, 3, 3] = 1.0   # the same 4×4 cell, the same maximum
+    article.eval()
+    with torch.no_grad():
+        out = article(x)
+    assert out.shape == x.shape and torch.allclose(out[0], out[1])
+    with pytest.raises(ValueError, match="convs"):
+        models.SuperResolution(convs=0)
+
+
+def test_superres_convs_1_is_the_unchanged_small_decoder():
+    torch.manual_seed(0)
+    a = models.make_model("superres_ae")
+    torch.manual_seed(0)
+    b = models.SuperResolution(convs=1)
+    assert same_state(state(a), state(b))
+    x = torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.equal(a.eval()(x), b.eval()(x))
+
+
+def test_dcae_is_ruff_et_al_mnist_autoencoder():
+    torch.manual_seed(0)
+    net = models.make_model("dcae")
+    assert isinstance(net, models.DCAE) and net.rep_dim == 32
+    # parameter layout of Deep-SVDD-PyTorch's MNIST_LeNet_Autoencoder: no biases, BN without affine weights
+    shapes = {k: tuple(p.shape) for k, p in net.named_parameters()}
+    assert shapes == {"conv1.weight": (8, 1, 5, 5), "conv2.weight": (4, 8, 5, 5), "fc1.weight": (32, 196),
+                      "deconv1.weight": (2, 4, 5, 5), "deconv2.weight": (4, 8, 5, 5), "deconv3.weight": (8, 1, 5, 5)}
+    assert sum(p.numel() for p in net.parameters()) == 8472
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert [b.num_features for b in bns] == [8, 4, 4, 8]
+    assert all(not b.affine and b.eps == 1e-4 for b in bns)
+    x = torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8)
+    net.eval()
+    with torch.no_grad():
+        code, out = net.encode(x), net(x)
+    assert code.shape == (5, 32)
+    assert out.shape == (5, 1, 28, 28) and out.min() >= 0 and out.max() <= 1
+    with pytest.raises(ValueError, match="multiple of 16"):
+        models.DCAE(rep_dim=20)
 
 
 # ----------------------------------------------------------------------------- reconstruction error and head
@@ -177,7 +242,8 @@ def test_reconstruction_head():
 # ----------------------------------------------------------------------------- training
 @pytest.mark.parametrize("arch", models.AUTOENCODERS)
 def test_fit_lowers_the_reconstruction_loss(arch, bar_images, trained_conv_ae):
-    _, _, hist = trained_conv_ae if arch == "conv_ae" else fit_ae(arch, bar_images)
+    x = bars(256, size=28) if arch == "dcae" else bar_images   # DCAE takes 28×28 only
+    _, _, hist = trained_conv_ae if arch == "conv_ae" else fit_ae(arch, x)
     assert list(hist.columns) == ["epoch", "train_loss", "lr", "seconds"]   # no test metrics without logits
     first, last = hist["train_loss"].iloc[0], hist["train_loss"].iloc[-1]
     assert np.isfinite(hist["train_loss"]).all()

@@ -325,6 +325,12 @@ def test_11_autoencoders_reproduce_digit1_and_enter_both_protocols(smoke):
         assert 8 / 9 <= r[f"ae_digit1_{m}_normal_kept"] <= 1
         assert 0 <= r[f"ae_digit1_{m}_anomalies_caught"] <= 1 and 0.5 < r[f"ae_digit1_{m}_auroc"] <= 1
     assert r["ae_digit1_autoencoder_auroc"] > 0.9            # other digits reconstruct worse than ones
+    for m in models:                                           # ours, scored by the article's squared error
+        assert 0 <= r[f"ae_digit1_{m}_mse_anomalies_caught"] <= 1 and 0.5 < r[f"ae_digit1_{m}_mse_auroc"] <= 1
+    for m in ("autoencoder", "denoising_ae", "superres_ae"):   # the article's own recipe: MSE loss and score
+        assert 8 / 9 <= r[f"ae_digit1_article_{m}_mse_normal_kept"] <= 1
+        assert 0 <= r[f"ae_digit1_article_{m}_mse_anomalies_caught"] <= 1 and 0.5 < r[f"ae_digit1_article_{m}_mse_auroc"] <= 1
+    assert 0.5 < r["oneclass_mnist_mean_auroc_dcae"] <= 1     # Ruff et al.'s DCAE: far above chance
     from utils import data as D
     try:
         with pytest.MonkeyPatch.context() as mp:   # the smoke run was offline: look where it looked

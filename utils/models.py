@@ -130,30 +130,100 @@ def unet_autoencoder(in_channels: int = 1, emb_dim: int | None = None, width: in
 
 class SuperResolution(nn.Module):
     """"Super-resolution" reconstruction: max-pool the image `factor`× (28×28 -> 7×7), then a learned
-    convolutional decoder (log2(factor) times: 2× upsampling, conv-BN-ReLU; a 3×3 conv; sigmoid) back to
-    full size. The encoder is fixed, so the model can only learn how normal images look at full
-    resolution given their coarse version. `emb_dim` is accepted and unused (see `ConvAutoencoder`)."""
+    convolutional decoder back to full size: log2(factor) times (2× nearest upsampling, then `convs`
+    conv-BN-ReLU layers), a 3×3 conv and a sigmoid. The encoder is fixed, so the model can only learn how
+    normal images look at full resolution given their coarse version. `convs=1` is our small decoder
+    (`superres_ae`); `convs=2` is the article's four conv + batch-norm layers (`superres_article`).
+    `emb_dim` is accepted and unused (see `ConvAutoencoder`)."""
 
-    def __init__(self, in_channels: int = 1, emb_dim: int | None = None, width: int = 8, factor: int = 4):
+    def __init__(self, in_channels: int = 1, emb_dim: int | None = None, width: int = 8, factor: int = 4,
+                 convs: int = 1):
         super().__init__()
         if factor < 2 or factor & (factor - 1):
             raise ValueError(f"factor must be a power of two >= 2, got {factor!r}")
-        self.factor = factor
-        levels = factor.bit_length() - 1
-        self.up = nn.ModuleList(conv_bn_relu(in_channels if i == 0 else width, width) for i in range(levels))
+        if convs < 1:
+            raise ValueError(f"convs (conv-BN-ReLU layers per 2× upsampling) must be >= 1, got {convs!r}")
+        self.factor, self.convs = factor, int(convs)
+        n = (factor.bit_length() - 1) * self.convs
+        self.up = nn.ModuleList(conv_bn_relu(in_channels if i == 0 else width, width) for i in range(n))
         self.out = nn.Conv2d(width, in_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = _to_unit(x)
         h = F.max_pool2d(xf, self.factor)
-        for block in self.up:
-            h = block(F.interpolate(h, scale_factor=2, mode="nearest"))
+        for i, block in enumerate(self.up):
+            if i % self.convs == 0:   # each level: upsample 2×, then its `convs` layers
+                h = F.interpolate(h, scale_factor=2, mode="nearest")
+            h = block(h)
         return _same_size(torch.sigmoid(self.out(h)), x)
 
 
+def superres_article(in_channels: int = 1, emb_dim: int | None = None, width: int = 8,
+                     factor: int = 4) -> SuperResolution:
+    """The article's super-resolution model: max-pool 4×, then a decoder of four conv + batch-norm layers
+    (two 3×3 conv-BN-ReLU at each of 14×14 and 28×28, after 2× nearest upsampling) and a 3×3 conv with a
+    sigmoid. The layer count follows the article's listing; the width (8, as its plain autoencoder), the
+    3×3 kernels, ReLU and nearest upsampling are this package's choices where the listing was not
+    available to us."""
+    return SuperResolution(in_channels, emb_dim, width, factor, convs=2)
+
+
+class DCAE(nn.Module):
+    """Ruff et al. (2018)'s deep convolutional autoencoder for MNIST, the DCAE baseline of Deep SVDD's
+    Table 1 — layer for layer the `MNIST_LeNet_Autoencoder` of their code (github.com/lukasruff/
+    Deep-SVDD-PyTorch, src/networks/mnist_LeNet.py):
+
+    - encoder (the Deep SVDD network): 5×5 conv, 8 filters (no bias) + batch norm (eps 1e-4, no affine
+      parameters) + leaky ReLU + 2×2 max-pool; 5×5 conv, 4 filters, the same; a linear layer (no bias)
+      from 4·7·7 = 196 numbers to a `rep_dim` = 32 code;
+    - decoder: the code as 2 × 4 × 4, leaky ReLU, 2× upsampling; 5×5 transposed conv to 4 channels + BN +
+      leaky ReLU, 2× upsampling; 5×5 transposed conv to 8 channels (16×16 -> 14×14) + BN + leaky ReLU, 2×
+      upsampling; 5×5 transposed conv to the input's channels, sigmoid. No biases anywhere.
+
+    Inputs must be 28×28. One difference: Ruff et al. preprocess with global contrast normalization (L1)
+    and a per-class min-max scaling to 0..1; here, like every model of this package, the input is the
+    image in 0..1 (uint8 / 255). Their training (Adam, lr 1e-4, batches of 200, many epochs) is not part
+    of the model: `utils.train.fit` trains it like the others. `emb_dim` is accepted and unused (see
+    `ConvAutoencoder`); the code size is `rep_dim` (a multiple of 16).
+    """
+
+    def __init__(self, in_channels: int = 1, emb_dim: int | None = None, rep_dim: int = 32):
+        super().__init__()
+        if rep_dim % 16:
+            raise ValueError(f"rep_dim must be a multiple of 16 (the code is reshaped to rep_dim/16 × 4 × 4), got {rep_dim!r}")
+        self.rep_dim = rep_dim
+        self.conv1 = nn.Conv2d(in_channels, 8, 5, bias=False, padding=2)
+        self.bn1 = nn.BatchNorm2d(8, eps=1e-4, affine=False)
+        self.conv2 = nn.Conv2d(8, 4, 5, bias=False, padding=2)
+        self.bn2 = nn.BatchNorm2d(4, eps=1e-4, affine=False)
+        self.fc1 = nn.Linear(4 * 7 * 7, rep_dim, bias=False)
+        self.deconv1 = nn.ConvTranspose2d(rep_dim // 16, 4, 5, bias=False, padding=2)
+        self.bn3 = nn.BatchNorm2d(4, eps=1e-4, affine=False)
+        self.deconv2 = nn.ConvTranspose2d(4, 8, 5, bias=False, padding=3)
+        self.bn4 = nn.BatchNorm2d(8, eps=1e-4, affine=False)
+        self.deconv3 = nn.ConvTranspose2d(8, in_channels, 5, bias=False, padding=2)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The `rep_dim`-dimensional code of each image."""
+        if x.shape[-2:] != (28, 28):
+            raise ValueError(f"DCAE is Ruff et al.'s MNIST network: it takes 28×28 images, got {tuple(x.shape[-2:])}")
+        h = F.max_pool2d(F.leaky_relu(self.bn1(self.conv1(_to_unit(x)))), 2)
+        h = F.max_pool2d(F.leaky_relu(self.bn2(self.conv2(h))), 2)
+        return self.fc1(h.flatten(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.encode(x).view(len(x), self.rep_dim // 16, 4, 4)
+        h = F.interpolate(F.leaky_relu(h), scale_factor=2)
+        h = F.interpolate(F.leaky_relu(self.bn3(self.deconv1(h))), scale_factor=2)
+        h = F.interpolate(F.leaky_relu(self.bn4(self.deconv2(h))), scale_factor=2)
+        return torch.sigmoid(self.deconv3(h))
+
+
 ARCHS = {"cnn": SmallCNN, "resnet18": resnet18,
-         "conv_ae": ConvAutoencoder, "unet_ae": unet_autoencoder, "superres_ae": SuperResolution}
-AUTOENCODERS = ("conv_ae", "unet_ae", "superres_ae")  # image -> image: train them with the "reconstruction" head
+         "conv_ae": ConvAutoencoder, "unet_ae": unet_autoencoder, "superres_ae": SuperResolution,
+         "superres_article": superres_article, "dcae": DCAE}
+# image -> image: train them with the "reconstruction" head
+AUTOENCODERS = ("conv_ae", "unet_ae", "superres_ae", "superres_article", "dcae")
 
 
 def make_model(arch: str = "cnn", in_channels: int = 1, emb_dim: int = 64, **kw) -> nn.Module:
