@@ -5,7 +5,7 @@ BIN := .venv/bin
 STAMP := .venv/.installed-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
 MODE ?=
 
-.PHONY: setup notebooks test publish benchmark table lab demo clean
+.PHONY: setup notebooks test publish export stats benchmark table lab demo clean
 
 setup: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
@@ -23,6 +23,12 @@ test: setup  ## unit tests + every notebook in smoke mode
 publish: setup  ## re-execute the committed notebooks, default mode, from empty caches, one at a time (their outputs are what GitHub shows; times in results/run_times.json)
 	$(BIN)/python scripts/run_notebooks.py --inplace --cold --times results/run_times.json --out runs/publish
 
+export: setup  ## save the notebooks' `#@save <module>` cells to utils/<module>.py (generated: edit the cell, then this)
+	$(BIN)/python scripts/export.py
+
+stats: setup  ## utils hand-written lines and the share of notebook code lines that are plumbing
+	$(BIN)/python scripts/code_stats.py
+
 benchmark: setup  ## utils training loop vs the fastai image-folder pipeline, one epoch each
 	$(BIN)/python scripts/benchmark_fastai.py
 
@@ -32,8 +38,8 @@ table: setup  ## softmax vs L2-constrained softmax over 15 epochs and 3 seeds (t
 lab: setup
 	$(BIN)/jupyter lab notebooks/
 
-demo: setup  ## the draw-a-digit web app at http://127.0.0.1:8000 (python -m utils.webapp --help for options)
-	$(BIN)/python -m utils.webapp
+demo: setup  ## the draw-a-digit web app at http://127.0.0.1:8000 (python -m app --help for options)
+	$(BIN)/python -m app
 
 clean:
 	rm -rf runs .pytest_cache

@@ -29,7 +29,7 @@ from torch import nn  # noqa: E402
 from utils import data as D, losses, models, train as T  # noqa: E402
 
 
-def network(n_classes: int, seed: int) -> tuple[nn.Module, losses.Head]:
+def network(n_classes: int, seed: int) -> tuple[nn.Module, nn.Module]:
     """The same fresh CNN and softmax head for every contender."""
     torch.manual_seed(seed)
     return models.make_model("cnn", in_channels=1, emb_dim=64), losses.make("softmax", emb_dim=64, n_classes=n_classes)
@@ -38,7 +38,7 @@ def network(n_classes: int, seed: int) -> tuple[nn.Module, losses.Head]:
 class Classifier(nn.Module):
     """image -> class logits, for a fastai `Learner` whose loss takes (logits, labels)."""
 
-    def __init__(self, net: nn.Module, head: losses.Head):
+    def __init__(self, net: nn.Module, head: nn.Module):
         super().__init__()
         self.net, self.head = net, head
 

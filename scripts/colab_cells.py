@@ -30,21 +30,17 @@ def setup_source() -> str:
     """The first code cell: in Colab, fetch the repo and install what Colab lacks; everywhere, import
     `utils` from this repository and nowhere else."""
     repo = utils.GITHUB_REPO
-    return f'''# Set-up. In Colab: fetch the repository and install what Colab lacks (never torch).
-# Elsewhere: use the repository this notebook lives in (see README: `make setup`).
+    name = repo.split("/")[-1]
+    return f'''# Set-up: Colab fetches the repository and what Colab lacks (never torch); elsewhere this runs in its clone (README).
 import sys, subprocess, pathlib
-if "google.colab" in sys.modules:
-    ROOT = pathlib.Path("/content/{repo.split("/")[-1]}")
-    if not ROOT.exists():
-        subprocess.run(["git", "clone", "-q", "--depth", "1", "https://github.com/{repo}", str(ROOT)], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", str(ROOT / "requirements-colab.txt")], check=True)
-else:
-    here = pathlib.Path.cwd().resolve()
-    ROOT = next((p for p in [here, *here.parents] if (p / "utils" / "__init__.py").is_file()), None)
-    if ROOT is None:
-        raise RuntimeError(f"this notebook needs the repository's utils/ package, but {{here}} is not inside a "
-                           f"clone of https://github.com/{repo}: open the notebook from the clone's notebooks/ "
-                           f"folder (git clone, then `make lab`), or use the Colab badge")
+if "google.colab" in sys.modules and not pathlib.Path("/content/{name}").exists():
+    subprocess.run("git clone -q --depth 1 https://github.com/{repo} /content/{name} && "
+                   "pip install -q -r /content/{name}/requirements-colab.txt", shell=True, check=True)
+here = pathlib.Path.cwd().resolve()
+ROOT = next((p for p in [here, *here.parents, pathlib.Path("/content/{name}")] if (p / "utils" / "__init__.py").is_file()), None)
+if ROOT is None:
+    raise RuntimeError(f"{{here}} is not inside a clone of https://github.com/{repo}: open this notebook from the clone's "
+                       f"notebooks/ folder (git clone, then `make lab`), or use the Colab badge")
 sys.path.insert(0, str(ROOT))
 import utils
 assert pathlib.Path(utils.__file__).resolve().parent == ROOT / "utils", f"a different 'utils' was imported: {{utils.__file__}}"'''

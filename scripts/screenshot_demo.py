@@ -3,7 +3,7 @@
     python scripts/screenshot_demo.py                         # results/demo_screenshot.png
     python scripts/screenshot_demo.py /tmp/shot.png
 
-Starts `utils.webapp` with `Recognizer.default()` on a free local port, draws a 7 on the canvas with
+Starts `app.webapp` with `Recognizer.default()` on a free local port, draws a 7 on the canvas with
 the mouse, waits for the answer and saves a PNG screenshot. tests/test_browser.py drives the page with
 the same functions. Needs /usr/bin/chromium and /usr/bin/chromedriver (`apt-get install chromium
 chromium-driver`); Selenium Manager is never asked to download a browser.
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if reason := missing_browser():
         ap.error(reason)
     from utils.demo import Recognizer
-    from utils.webapp import create_app
+    from app.webapp import create_app
 
     with serve(create_app(Recognizer.default())) as url, chromium() as driver:
         driver.get(url)

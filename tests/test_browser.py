@@ -9,7 +9,7 @@ import shutil
 import pytest
 from test_notebooks import load_script
 
-from utils.webapp import create_app
+from app.webapp import create_app
 
 shot = load_script("screenshot_demo")
 
@@ -71,7 +71,7 @@ SEEN = ("data:image/png;base64,"  # a 1×1 black PNG
 def test_the_notebook_canvas_widget_draws_and_shows_answers(driver, recognizer):
     from selenium.webdriver.common.by import By
 
-    from utils.canvas import DigitCanvas
+    from app.canvas import DigitCanvas
 
     with shot.serve(create_app(recognizer)) as url:
         driver.get(url)  # any http page: the widget's module is imported there from a blob

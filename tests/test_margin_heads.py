@@ -41,7 +41,7 @@ CASES = [(n, hp) for n, hp in ANGULAR.items()] + [
     ("sphereface", dict(m=2, lambda_base=0.0, lambda_min=0.0))]
 
 
-def _inputs(kind: str, head: losses.Head, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def _inputs(kind: str, head: torch.nn.Module, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Random embeddings, or ones at a small angle (~0.01–0.05 rad) to the target class weight
     ("near0") or to its opposite ("nearpi"), with norms between 2 and 10."""
     g = torch.Generator().manual_seed(seed)

@@ -452,3 +452,33 @@ def test_training_code_adds_the_module_that_registered_an_architecture_or_head(m
     assert train.source_hash(train.training_code("elsewhere", "softmax")) != train.source_hash()
     monkeypatch.setitem(losses._REGISTRY, "outside", test_training_code_adds_the_module_that_registered_an_architecture_or_head)
     assert train.training_code("cnn", "outside") == train.TRAINING_CODE    # not a utils module: not hashed
+
+
+# ----------------------------------------------------------------------------- a head class, e.g. edited in a cell
+def test_train_takes_a_head_class_and_keys_it_by_its_code(tiny_digits):
+    """`train(data, ArcFaceHead)` trains what `train(data, "arcface")` trains; a class whose code differs gets
+    another cache key (a learner's edit retrains), while a docstring or comment does not change it."""
+    from utils.heads import ArcFaceHead
+
+    kw = dict(emb_dim=8, epochs=1, bs=16, arch_kw={"width": 4}, progress=False)
+    by_name = train.train(tiny_digits, "arcface", **kw)
+    by_class = train.train(tiny_digits, ArcFaceHead, **kw)
+    assert same_state(state(by_name.model, by_name.head), state(by_class.model, by_class.head))
+    assert train.train(tiny_digits, ArcFaceHead, **kw).from_cache
+
+    class Wider(ArcFaceHead):
+        def train_logits(self, x, y):
+            return 2 * super().train_logits(x, y)
+
+    class Annotated(ArcFaceHead):
+        """A docstring."""
+
+        def train_logits(self, x, y):  # a comment
+            """Another docstring."""
+            return 2 * super().train_logits(x, y)
+
+    Annotated.__qualname__ = Wider.__qualname__
+    assert train.class_code(Wider) == train.class_code(Annotated) != train.class_code(ArcFaceHead)
+    wider = train.train(tiny_digits, Wider, **kw)
+    assert wider.key != by_class.key and not wider.from_cache
+    assert train.compare(tiny_digits, {"mine": (ArcFaceHead, {})}, [0], **kw)["head"].tolist() == ["ArcFaceHead"]

@@ -1,5 +1,5 @@
-"""The draw-a-digit web app (utils.webapp: every answer and every refusal is JSON) and the notebook canvas
-(utils.canvas: no widget in headless runs; a live one answers each drawing)."""
+"""The draw-a-digit web app (app.webapp: every answer and every refusal is JSON) and the notebook canvas
+(app.canvas: no widget in headless runs; a live one answers each drawing)."""
 from __future__ import annotations
 
 import base64
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils import canvas, webapp
+from app import canvas, webapp
 
 KEYS = {"is_digit": bool, "digit": (int, type(None)), "confidence": float, "score": float, "threshold": float,
         "method": str, "probs": list, "image": str, "message": str, "seconds": float}
@@ -135,7 +135,7 @@ def test_main_prints_the_url_and_warns_off_localhost(monkeypatch, capsys, recogn
 
 
 def test_module_help_exits_0():
-    r = subprocess.run([sys.executable, "-m", "utils.webapp", "--help"], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "app", "--help"], capture_output=True, text=True,
                        cwd=webapp.PAGE.parent.parent, timeout=120)
     assert r.returncode == 0 and "--port" in r.stdout and "--host" in r.stdout
 

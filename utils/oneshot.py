@@ -23,21 +23,9 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from .data import Episode, ImageData
+from .nway import SIMILARITIES, nway_accuracy, similarity_matrix  # noqa: F401  (notebook 10's lesson cell)
 
 Similarity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]   # rows (N×d, N×d) -> N
-
-
-def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Cosine similarity of each row of `a` with the same row of `b`."""
-    return F.cosine_similarity(a.float(), b.float(), dim=1)
-
-
-def neg_euclidean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Negative Euclidean distance of each row pair (higher = closer)."""
-    return -(a.float() - b.float()).norm(dim=1)
-
-
-SIMILARITIES: dict[str, Similarity] = {"cosine": cosine, "euclidean": neg_euclidean}
 
 
 def similarity_fn(similarity: str | Similarity) -> Similarity:
@@ -49,14 +37,6 @@ def similarity_fn(similarity: str | Similarity) -> Similarity:
         raise ValueError(f"unknown similarity {similarity!r}: choose one of {sorted(SIMILARITIES)} or pass a "
                          f"function of two N×d tensors returning N similarities, higher = more alike")
     return SIMILARITIES[similarity]
-
-
-def similarity_matrix(query: torch.Tensor, support: torch.Tensor,
-                      similarity: str | Similarity = "cosine") -> torch.Tensor:
-    """Q×S similarities of every query with every support (every pair through the row function)."""
-    q, s = len(query), len(support)
-    with torch.no_grad():
-        return similarity_fn(similarity)(query.repeat_interleave(s, 0), support.repeat(q, 1)).view(q, s)
 
 
 def head_similarity(head) -> str | Similarity:
@@ -125,13 +105,6 @@ def verification(emb_fit: torch.Tensor, y_fit: torch.Tensor, emb_test: torch.Ten
 
 
 # ----------------------------------------------------------------------------- N-way one-shot
-def nway_accuracy(support: torch.Tensor, query: torch.Tensor, answer: torch.Tensor,
-                  similarity: str | Similarity = "cosine") -> float:
-    """Fraction of queries whose most similar support is the right one (`answer` indexes `support`)."""
-    sim = similarity_matrix(query, support, similarity)
-    return float((sim.argmax(1).cpu() == torch.as_tensor(answer).cpu()).float().mean())
-
-
 def alphabet_episodes(data: ImageData, alphabets: Sequence[str], n_episodes: int = 40, n_way: int = 20,
                       seed: int = 0) -> list[Episode]:
     """N-way one-shot episodes from the characters of `alphabets`, built like Lake et al.'s official runs.

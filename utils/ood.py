@@ -28,39 +28,14 @@ import torch
 import torch.nn.functional as F
 
 from . import anomaly, losses
+from .outlier_exposure import NOT_A_DIGIT, OutlierExposureHead  # noqa: F401
 
 SCORES = ("msp", "energy", "mahalanobis", "knn", "lof")
-NOT_A_DIGIT = -1  # the label of outlier-exposure images
 
 
 # ----------------------------------------------------------------------------- outlier exposure
-@losses.register("outlier_exposure")
-class OutlierExposureHead(losses.L2SoftmaxHead):
-    """L2-softmax with outlier exposure (Hendrycks et al. 2019).
-
-    Rows labelled with a class get the L2-softmax cross-entropy; rows labelled `NOT_A_DIGIT` (−1) get
-    `lam` × the cross-entropy between the softmax and the uniform distribution, −mean_c log p_c, which is
-    smallest when every class is equally likely. Loss = mean over labelled rows + `lam` × mean over
-    the others (the paper's λ = 0.5). Without −1 labels it is exactly `l2softmax`.
-    """
-
-    def __init__(self, emb_dim: int, n_classes: int, alpha: float = 16.0, lam: float = 0.5, **kw):
-        super().__init__(emb_dim, n_classes, alpha=alpha, **kw)
-        self.lam = float(lam)
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        logits = self.logits(x.float())
-        out = y == NOT_A_DIGIT
-        per = torch.empty(len(y), device=logits.device)
-        per[~out] = F.cross_entropy(logits[~out], y[~out], reduction="none")
-        per[out] = -self.lam * logits[out].log_softmax(1).mean(1)
-        if self.reduction == "none":
-            return per
-        parts = [per[m].mean() for m in (~out, out) if m.any()]
-        return torch.stack(parts).sum()
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + f", lam={self.lam:g}"
+# The head is notebook 12's lesson cell (`utils.outlier_exposure`).
+losses.register("outlier_exposure")(OutlierExposureHead)
 
 
 # ----------------------------------------------------------------------------- post-hoc scores

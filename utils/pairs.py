@@ -1,135 +1,22 @@
-"""Pairs and triplets inside a batch: masks, distances, miners, and a class-balanced sampler.
+"""Pairs and triplets inside a batch, and the class-balanced P×K sampler they need.
 
-Pair and triplet losses (contrastive, triplet, siamese: see `utils.losses`) do not classify; they
-compare the embeddings of one batch with each other. Everything they need starts here:
+The distances, masks and miners are notebook 09's lesson cells (`utils.pair_losses`), re-exported here:
 
     pos, neg = pair_masks(labels)            # B×B: same label (i ≠ j) / different label
     dist = distances(embeddings)             # B×B Euclidean distances (of L2-normalized embeddings)
     a, p, n = batch_hard(dist, labels)       # one (anchor, positive, negative) triple per anchor
     batches = PKSampler(p=32, k=4).epoch(labels, generator)   # P classes × K images per batch
 
-The miners return index triples (a, p, n) into the batch: label[a] == label[p], a ≠ p and
-label[a] != label[n]. They match pytorch-metric-learning's miners (`TripletMarginMiner`,
-`BatchHardMiner`), including their inequalities, so the heads can be tested against it.
-This module imports torch only.
+They match pytorch-metric-learning's miners (`TripletMarginMiner`, `BatchHardMiner`), tested.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
-import torch.nn.functional as F
+
+from .pair_losses import (MINERS, active_fraction, all_triplets, batch_hard, distances, hard,  # noqa: F401
+                          mean_nonzero, pair_masks, semi_hard)
 
 Triplets = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-
-_TINY = 1e-12  # squared distances at or below this count as 0 (the square root's slope is infinite at 0)
-
-
-# ----------------------------------------------------------------------------- pairs and distances
-def pair_masks(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(pos, neg): boolean B×B masks of the ordered pairs (i, j) with the same label and i ≠ j, and
-    of those with different labels. Every unordered pair appears twice, as (i, j) and (j, i)."""
-    same = labels[:, None] == labels[None, :]
-    eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-    return same & ~eye, ~same
-
-
-def distances(x: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-    """B×B Euclidean distances ‖x_i − x_j‖ between the rows of `x`.
-
-    With `normalize` the rows are first L2-normalized (as pytorch-metric-learning's default
-    `LpDistance(normalize_embeddings=True)` does), so distances lie in [0, 2] and d² = 2 − 2 cos θ.
-
-    The squares come from one matrix product, d²_ij = ‖x_i‖² + ‖x_j‖² − 2 x_i·x_j (B×B memory, not
-    B×B×D), clamped at 0 against rounding; that rounding (~1e-7 on d² in float32) leaves two identical
-    embeddings up to ~3e-4 apart, as in torch.cdist for batches over 25, which computes distances the
-    same way. The square root has an infinite slope at 0, so the
-    diagonal and any pair of identical embeddings would give NaN gradients; there (d² ≤ 1e-12) the
-    distance is set to 0 with a zero gradient instead. Computed in float32 at least, also inside an
-    autocast region (float64 inputs stay float64).
-    """
-    if x.ndim != 2:
-        raise ValueError(f"embeddings must be a B×D matrix, got shape {tuple(x.shape)}")
-    with torch.autocast(x.device.type, enabled=False):
-        x = x.to(torch.promote_types(x.dtype, torch.float32))
-        if normalize:
-            x = F.normalize(x, dim=1)
-        sq = (x * x).sum(1)
-        d2 = (sq[:, None] + sq[None, :] - 2 * x @ x.T).clamp_min(0)
-        eye = torch.eye(len(x), dtype=torch.bool, device=x.device)
-        d2 = d2.masked_fill(eye, 0)                       # exactly 0 on the diagonal, whatever the rounding
-        positive = d2 > _TINY
-        return torch.where(positive, d2.clamp_min(_TINY).sqrt(), torch.zeros_like(d2))
-
-
-# ----------------------------------------------------------------------------- miners
-def _empty(device: torch.device) -> Triplets:
-    e = torch.empty(0, dtype=torch.long, device=device)
-    return e, e.clone(), e.clone()
-
-
-def all_triplets(labels: torch.Tensor) -> Triplets:
-    """Every valid triplet (a, p, n) of the batch: label[a] == label[p], a ≠ p, label[n] ≠ label[a].
-
-    In lexicographic order of (a, p, n), like pytorch-metric-learning's `get_all_triplets_indices`.
-    There are Σ_a (K_a − 1)(B − K_a) of them (K_a = size of a's class in the batch): O(B³).
-    """
-    pos, neg = pair_masks(labels)
-    a, p, n = torch.where(pos[:, :, None] & neg[:, None, :])
-    return a, p, n
-
-
-def _triplet_margins(dist: torch.Tensor, labels: torch.Tensor) -> tuple[Triplets, torch.Tensor]:
-    """All valid triplets and their margins d_an − d_ap (how much farther the negative is)."""
-    a, p, n = all_triplets(labels)
-    return (a, p, n), dist[a, n] - dist[a, p]
-
-
-def semi_hard(dist: torch.Tensor, labels: torch.Tensor, margin: float) -> Triplets:
-    """Semi-hard triplets (Schroff et al. 2015): the negative is farther than the positive, but by no
-    more than the margin, so the triplet loss is still positive:
-
-        d_ap < d_an ≤ d_ap + margin      (computed as 0 < d_an − d_ap ≤ margin)
-
-    = pytorch-metric-learning's `TripletMarginMiner(margin, type_of_triplets="semihard")`.
-    """
-    (a, p, n), m = _triplet_margins(dist, labels)
-    keep = (m <= margin) & (m > 0)
-    return a[keep], p[keep], n[keep]
-
-
-def hard(dist: torch.Tensor, labels: torch.Tensor, margin: float) -> Triplets:
-    """Hard triplets: the negative is no farther than the positive, d_an ≤ d_ap (computed as
-    d_an − d_ap ≤ min(0, margin)). = pytorch-metric-learning's `TripletMarginMiner(margin,
-    type_of_triplets="hard")`; note its ≤: a negative exactly as far as the positive is hard."""
-    (a, p, n), m = _triplet_margins(dist, labels)
-    keep = (m <= margin) & (m <= 0)
-    return a[keep], p[keep], n[keep]
-
-
-def batch_hard(dist: torch.Tensor, labels: torch.Tensor) -> Triplets:
-    """Batch hard (Hermans, Beyer & Leibe 2017, "In Defense of the Triplet Loss"): for every anchor
-    that has a positive and a negative in the batch, its farthest positive and its nearest negative.
-
-    One triplet per such anchor (anchors in increasing order), the hardest the batch offers. Ties go
-    to the lowest index (torch.max / torch.min along a row), as in pytorch-metric-learning's
-    `BatchHardMiner`, which this matches.
-    """
-    pos, neg = pair_masks(labels)
-    p = dist.masked_fill(~pos, float("-inf")).max(dim=1).indices
-    n = dist.masked_fill(~neg, float("inf")).min(dim=1).indices
-    a = torch.where(pos.any(1) & neg.any(1))[0]
-    return a, p[a], n[a]
-
-
-# name -> miner(dist, labels, margin) -> (a, p, n): one signature for all ("all" and "batch_hard"
-# ignore what they do not need)
-MINERS: dict[str, Callable[[torch.Tensor, torch.Tensor, float], Triplets]] = {
-    "all": lambda dist, labels, margin: all_triplets(labels),
-    "semi_hard": semi_hard,
-    "hard": hard,
-    "batch_hard": lambda dist, labels, margin: batch_hard(dist, labels),
-}
 
 
 def mine(name: str, dist: torch.Tensor, labels: torch.Tensor, margin: float) -> Triplets:
@@ -139,20 +26,19 @@ def mine(name: str, dist: torch.Tensor, labels: torch.Tensor, margin: float) -> 
     return MINERS[name](dist, labels, margin)
 
 
-@torch.no_grad()
-def active_fraction(dist: torch.Tensor, labels: torch.Tensor, margin: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fraction, count): the fraction of ALL valid triplets of the batch with a positive triplet
-    loss, d_ap − d_an + margin > 0, and how many valid triplets there are (0-d tensors, no GPU sync).
+STAT_COLUMNS = ("active_all", "active_mined", "n_mined", "n_all")
 
-    Without forming the O(B³) triplets: each anchor's negative distances are sorted once, and for
-    each of its positives a binary search counts the negatives nearer than d_ap + margin — O(B² log B).
-    """
-    pos, neg = pair_masks(labels)
-    neg_sorted = dist.masked_fill(~neg, float("inf")).sort(dim=1).values        # row a: d_an ascending
-    below = torch.searchsorted(neg_sorted, (dist + margin).contiguous())         # #{n: d_an < d_ap + m}
-    active = (below * pos).sum()
-    total = (pos.sum(1) * neg.sum(1)).sum()
-    return active / total.clamp_min(1), total
+
+def triplet_stats(head) -> "pd.DataFrame":
+    """A triplet head's `history` as a DataFrame, one row per training step since `begin` (index `step`, from 1):
+    `active_all` = the fraction of all valid triplets of the batch with a non-zero loss, `active_mined` = the
+    same among the mined ones (NaN when none were mined), `n_mined`, `n_all` = their counts."""
+    import pandas as pd
+
+    rows = torch.stack(head.history) if head.history else torch.empty(0, len(STAT_COLUMNS))
+    df = pd.DataFrame(rows.cpu().numpy(), columns=list(STAT_COLUMNS))
+    df.index = pd.RangeIndex(1, len(df) + 1, name="step")
+    return df.astype({"n_mined": "int64", "n_all": "int64"})
 
 
 # ----------------------------------------------------------------------------- P×K batches

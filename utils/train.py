@@ -111,7 +111,7 @@ def gaussian_noise(x: torch.Tensor, sigma: float, g: torch.Generator) -> torch.T
 
 
 @contextmanager
-def per_sample(head: losses.Head):
+def per_sample(head: nn.Module):
     """Temporarily switch a head to per-sample losses (reduction='none')."""
     old, head.reduction = head.reduction, "none"
     try:
@@ -120,7 +120,7 @@ def per_sample(head: losses.Head):
         head.reduction = old
 
 
-def mixup_loss(model: nn.Module, head: losses.Head, xb: torch.Tensor, yb: torch.Tensor,
+def mixup_loss(model: nn.Module, head: nn.Module, xb: torch.Tensor, yb: torch.Tensor,
                alpha: float, g: torch.Generator) -> torch.Tensor:
     """Mixup (Zhang et al. 2018) for any head: mix images, then mix the two per-sample losses."""
     b = len(yb)
@@ -135,7 +135,7 @@ def mixup_loss(model: nn.Module, head: losses.Head, xb: torch.Tensor, yb: torch.
     return loss.mean()
 
 
-def param_groups(model: nn.Module, head: losses.Head, lr: float, wd: float) -> list[dict]:
+def param_groups(model: nn.Module, head: nn.Module, lr: float, wd: float) -> list[dict]:
     """Every trainable parameter of the model and the head, once, by one rule for every method:
     matrices and convolution kernels (ndim > 1: the class weights too) get weight decay `wd`; biases,
     norm layers' scales and learned scalars (L2-softmax's α) get none."""
@@ -148,7 +148,7 @@ class NaNLossError(FloatingPointError):
     """The loss became NaN or infinite."""
 
 
-def fit(model: nn.Module, head: losses.Head, x: torch.Tensor, y: torch.Tensor, *,
+def fit(model: nn.Module, head: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
         epochs: int = 15, bs: int = 128, lr: float = 3e-3, wd: float = 1e-2,
         augment: int = 0, affine: dict | None = None, noise: float = 0.0, mixup: float = 0.0,
         sampler: PKSampler | None = None, valid: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -178,8 +178,11 @@ def fit(model: nn.Module, head: losses.Head, x: torch.Tensor, y: torch.Tensor, *
     amp_dtype, use_scaler = choose_precision(device.type) if amp else (None, False)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     progress = show_progress(progress)
-    if mixup and head.uses_inputs:
-        raise ValueError(f"mixup mixes labels, and the {head.name!r} head learns from the inputs: "
+    if mixup and not hasattr(head, "reduction"):
+        raise ValueError(f"mixup mixes the losses of single images, and the {losses.name_of(head)!r} head learns from "
+                         f"pairs/triplets of the batch (no per-sample loss, mixup is not supported): use mixup=0")
+    if mixup and losses.uses_inputs(head):
+        raise ValueError(f"mixup mixes labels, and the {losses.name_of(head)!r} head learns from the inputs: "
                          f"use mixup=0 (or noise= / augment= to vary the inputs)")
     model.to(device).to(memory_format=torch.channels_last)
     head.to(device)
@@ -194,7 +197,8 @@ def fit(model: nn.Module, head: losses.Head, x: torch.Tensor, y: torch.Tensor, *
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=[gr["lr"] for gr in opt.param_groups], total_steps=total + (total in (1, 4)),
         pct_start=0.25, cycle_momentum=True, base_momentum=0.85, max_momentum=0.95)
-    head.begin(total)
+    if hasattr(head, "begin"):
+        head.begin(total)
     rows = []
     mb = master_bar(range(epochs)) if progress else None
     for epoch in (mb if progress else range(epochs)):
@@ -220,7 +224,7 @@ def fit(model: nn.Module, head: losses.Head, x: torch.Tensor, y: torch.Tensor, *
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 if mixup:
                     loss = mixup_loss(model, head, xb, yb, mixup, g)
-                elif head.uses_inputs:
+                elif losses.uses_inputs(head):
                     loss = head(model(xb), yb, inputs=clean)
                 else:
                     loss = head(model(xb), yb)
@@ -230,12 +234,13 @@ def fit(model: nn.Module, head: losses.Head, x: torch.Tensor, y: torch.Tensor, *
             scaler.update()
             lr_used = opt.param_groups[0]["lr"]
             sched.step()
-            head.step()
+            if hasattr(head, "step"):
+                head.step()
             losses_buf[i] = loss.detach().float()
             if (i + 1) % 50 == 0 or i == steps - 1:
                 _check_finite(losses_buf[:i + 1], head, epoch, steps)
         row = {"epoch": epoch + 1, "train_loss": losses_buf.mean().item(), "lr": lr_used}
-        if valid is not None and head.has_logits:
+        if valid is not None and losses.has_logits(head):
             row.update(evaluate(model, head, *valid, device=device, amp=amp))
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
@@ -244,12 +249,12 @@ def fit(model: nn.Module, head: losses.Head, x: torch.Tensor, y: torch.Tensor, *
     return pd.DataFrame(rows)
 
 
-def _check_finite(buf: torch.Tensor, head: losses.Head, epoch: int, steps: int) -> None:
+def _check_finite(buf: torch.Tensor, head: nn.Module, epoch: int, steps: int) -> None:
     bad = ~torch.isfinite(buf)
     if bad.any():
         step = int(torch.nonzero(bad)[0]) + epoch * steps + 1
         raise NaNLossError(
-            f"the {head.name!r} head produced a non-finite loss ({buf[bad][0].item()}) at step {step} "
+            f"the {losses.name_of(head)!r} head produced a non-finite loss ({buf[bad][0].item()}) at step {step} "
             f"(epoch {epoch + 1}). Try a lower learning rate, a smaller scale/margin, or amp=False.")
 
 
@@ -269,7 +274,7 @@ def embed(model: nn.Module, x: torch.Tensor, bs: int = 1024, device: torch.devic
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, head: losses.Head, x: torch.Tensor, y: torch.Tensor,
+def evaluate(model: nn.Module, head: nn.Module, x: torch.Tensor, y: torch.Tensor,
              device: torch.device | str | None = None, amp: bool | None = None) -> dict[str, float]:
     """Test loss, plain cross-entropy and accuracy.
 
@@ -288,19 +293,19 @@ def evaluate(model: nn.Module, head: losses.Head, x: torch.Tensor, y: torch.Tens
 
 
 @torch.no_grad()
-def predict(model: nn.Module, head: losses.Head, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(model: nn.Module, head: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(embeddings, class probabilities) for `x`, on the CPU."""
     emb = embed(model, x)
     dev = next(head.parameters(), torch.empty(0)).device
     return emb, head.eval().logits(emb.to(dev)).softmax(1).cpu()
 
 
-def accuracy(model: nn.Module, head: losses.Head, x: torch.Tensor, y: torch.Tensor) -> float:
+def accuracy(model: nn.Module, head: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """Top-1 accuracy of `head.logits(model(x))`."""
     return (predict(model, head, x)[1].argmax(1) == y.cpu()).float().mean().item()
 
 
-def lr_find(model: nn.Module, head: losses.Head, x: torch.Tensor, y: torch.Tensor, *,
+def lr_find(model: nn.Module, head: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
             start: float = 1e-5, end: float = 1.0, steps: int = 100, bs: int = 128,
             seed: int = 0, device: torch.device | str | None = None) -> pd.DataFrame:
     """Learning-rate range test (Smith 2015, fastai's lr_find): exponentially growing lr, smoothed loss.
@@ -324,7 +329,8 @@ def lr_find(model: nn.Module, head: losses.Head, x: torch.Tensor, y: torch.Tenso
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        h.step()
+        if hasattr(h, "step"):
+            h.step()
         avg = 0.98 * avg + 0.02 * loss.item()
         smooth = avg / (1 - 0.98 ** (i + 1))
         rows.append({"lr": lr, "loss": smooth})
@@ -339,14 +345,14 @@ def lr_find(model: nn.Module, head: losses.Head, x: torch.Tensor, y: torch.Tenso
 class Trained:
     """A trained embedding network, its head, the history, and the cache key it was stored under."""
     model: nn.Module
-    head: losses.Head
+    head: nn.Module
     history: pd.DataFrame
     key: str
     config: dict
     from_cache: bool = False
 
 
-TRAINING_CODE = ("models.py", "losses.py", "pairs.py", "train.py")
+TRAINING_CODE = ("models.py", "heads.py", "losses.py", "pairs.py", "train.py")
 
 
 def training_code(arch: str, head: str) -> tuple[str, ...]:
@@ -363,13 +369,47 @@ def training_code(arch: str, head: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+def code_text(source: str) -> str:
+    """What a module's source *does*: its syntax tree without docstrings, comments or layout, as text.
+    Two sources with the same `code_text` behave the same, so editing prose never invalidates results."""
+    import ast
+
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False)
+
+
 def source_hash(names: tuple[str, ...] = TRAINING_CODE) -> str:
-    """Hash of `utils` modules' source (default: what defines models, heads and training), so a code
-    change invalidates what was computed with the old code."""
+    """Hash of what `utils` modules do (`code_text`: docstrings and comments left out); default: what defines
+    models, heads and training. A change of code invalidates what was computed with the old code."""
     here = Path(__file__).resolve().parent
     h = hashlib.sha1()
     for name in names:
-        h.update(name.encode() + b"\0" + (here / name).read_bytes())
+        h.update(name.encode() + b"\0" + code_text((here / name).read_text(encoding="utf-8")).encode())
+    return h.hexdigest()[:12]
+
+
+def class_code(cls: type) -> str:
+    """A hash of what a class's methods do (`code_text` of each one's source: docstrings and comments left out),
+    also for a class defined in a notebook cell, whose source file is the cell."""
+    import inspect
+    import textwrap
+
+    h = hashlib.sha1(cls.__qualname__.encode())
+    for name, member in sorted(vars(cls).items()):
+        func = getattr(member, "__func__", getattr(member, "fget", member))
+        if inspect.isfunction(func):
+            h.update(name.encode() + code_text(textwrap.dedent(inspect.getsource(func))).encode())
+        elif not name.startswith("__"):
+            h.update(name.encode() + repr(member).encode())
+    for base in cls.__bases__:
+        if base.__module__ not in ("builtins", "torch.nn.modules.module"):
+            h.update(class_code(base).encode())
     return h.hexdigest()[:12]
 
 
@@ -381,7 +421,7 @@ def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
     return h.hexdigest()[:16]
 
 
-def train(data: ImageData, head: str = "softmax", *, arch: str = "cnn", emb_dim: int = 64,
+def train(data: ImageData, head: str | type[nn.Module] = "softmax", *, arch: str = "cnn", emb_dim: int = 64,
           hparams: dict | None = None, epochs: int = 15, bs: int = 128, lr: float = 3e-3,
           wd: float = 1e-2, augment: int = 0, affine: dict | None = None, noise: float = 0.0,
           mixup: float = 0.0, pk: tuple[int, int] | None = None, seed: int = 0, arch_kw: dict | None = None,
@@ -394,21 +434,27 @@ def train(data: ImageData, head: str = "softmax", *, arch: str = "cnn", emb_dim:
     (or reconstructions) directly. `noise`: see `fit` (a denoising autoencoder). `validate=False`
     skips the per-epoch test metrics (e.g. when the test split holds classes the head has never seen).
     The cache key covers every argument, the training data's content and the training code, so a
-    change anywhere retrains instead of loading a stale model.
+    change anywhere retrains instead of loading a stale model. `head` is a name of `losses.make` or a head
+    class itself (e.g. one a learner edited in a notebook cell), built as `head(emb_dim, n_classes, **hparams)`
+    and keyed by its own code.
     """
     hparams, arch_kw = dict(hparams or {}), dict(arch_kw or {})
+    head_class, head = (None, head) if isinstance(head, str) else (head, head.__name__)
     sampler = PKSampler(*pk) if pk is not None else None
     bs = pk[0] * pk[1] if pk is not None else bs
     config = dict(arch=arch, arch_kw=arch_kw, emb_dim=emb_dim, head=head, hparams=hparams,
                   epochs=epochs, bs=bs, lr=lr, wd=wd, augment=augment, mixup=mixup, seed=seed,
                   data=data_fingerprint(data.x_train, data.y_train),
                   affine=affine, noise=float(noise), pk=list(pk) if pk is not None else None,
-                  test=data_fingerprint(data.x_test, data.y_test), code=source_hash(training_code(arch, head)))
+                  test=data_fingerprint(data.x_test, data.y_test), code=source_hash(training_code(arch, head)) + (class_code(head_class) if head_class else ""))
     key = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / "models" / f"{arch}-{head}-{key}.pt"
     seed_everything(seed)
     net = models.make_model(arch, in_channels=data.x_train.shape[1], emb_dim=emb_dim, **arch_kw)
-    hd = losses.make(head, emb_dim=emb_dim, n_classes=len(data.classes), **hparams)
+    if head_class is None:
+        hd = losses.make(head, emb_dim=emb_dim, n_classes=len(data.classes), **hparams)
+    else:
+        hd = head_class(emb_dim=emb_dim, n_classes=len(data.classes), **hparams)
     if cache and path.is_file():
         state = torch.load(path, weights_only=True, map_location="cpu")
         net.load_state_dict(state["model"])
@@ -432,7 +478,7 @@ def compare(data: ImageData, heads: dict[str, tuple[str, dict]], seeds: list[int
         for seed in seeds:
             r = train(data, head, hparams=hparams, seed=seed, progress=progress, **train_kw)
             last = r.history.iloc[-1]
-            rows.append({"method": label, "head": head, "seed": seed, "test_acc": float(last["test_acc"]),
+            rows.append({"method": label, "head": losses.name_of(r.head), "seed": seed, "test_acc": float(last["test_acc"]),
                          "test_ce": float(last["test_ce"]), "test_loss": float(last["test_loss"]), "train_seconds": float(r.history["seconds"].sum()),
                          "from_cache": r.from_cache})
     return pd.DataFrame(rows)

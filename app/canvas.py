@@ -1,6 +1,6 @@
 """Draw a digit in a notebook: a canvas widget (anywidget) and an upload box wired to a `Recognizer`.
 
-    from utils.canvas import draw_a_digit, upload_box
+    from app.canvas import draw_a_digit, upload_box
     draw_a_digit(recognizer)     # draw with a mouse, pen or finger; the answer shows under the canvas
     upload_box(recognizer)       # or upload a picture
 
@@ -16,7 +16,7 @@ import sys
 import anywidget
 import traitlets
 
-from .demo import BadImage, Recognizer
+from utils.demo import BadImage, Recognizer
 from .webapp import data_url_bytes, png_data_url
 
 HEADLESS_NOTE = "headless run: the {what} needs JupyterLab or Colab (the gallery shows the recognizer's answers)"

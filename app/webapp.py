@@ -1,9 +1,9 @@
 """Draw a digit in a web page: a small Flask app around `utils.demo.Recognizer`.
 
-    python -m utils.webapp                 # http://127.0.0.1:8000 (make demo)
-    python -m utils.webapp --port 8080
+    python -m app                        # http://127.0.0.1:8000 (make demo)
+    python -m app --port 8080
 
-`GET /` is the page (`utils/webapp.html`): a canvas to draw on with a mouse, pen or finger, Clear,
+`GET /` is the page (`app/webapp.html`): a canvas to draw on with a mouse, pen or finger, Clear,
 Upload, and the answer as you draw. `POST /api/predict` takes a picture as a multipart file field
 `image` or as JSON `{"image": "data:image/png;base64,…"}` and answers the recognizer's dict as JSON
 (`is_digit`, `digit`, `confidence`, `score`, `threshold`, `method`, `probs`, `message`, `seconds`, and
@@ -25,7 +25,7 @@ import numpy as np
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from .demo import BadImage, Recognizer
+from utils.demo import BadImage, Recognizer
 
 PAGE = Path(__file__).with_name("webapp.html")
 MAX_MB = 5
@@ -139,7 +139,7 @@ def create_app(recognizer: Recognizer | None = None) -> Flask:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m utils.webapp",
+    ap = argparse.ArgumentParser(prog="python -m app",
                                  description='Draw a digit in the browser: the answer is a digit or "not a digit".')
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     ap.add_argument("--port", type=int, default=8000)
