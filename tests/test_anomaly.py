@@ -375,3 +375,32 @@ def test_pool_makes_one_scored_set_with_outliers_positive():
     assert scores.tolist() == pytest.approx([0.1, 0.2, 0.3, 0.25, 0.9])
     assert is_anomaly.tolist() == [False, False, False, True, True]
     assert anomaly.auroc(scores, is_anomaly) == pytest.approx(roc_auc_score([0, 0, 0, 1, 1], scores.numpy()))
+
+
+# ----------------------------------------------------------------------------- notebook 06's lesson cell
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("k", [1, 7])
+def test_the_lesson_knn_score_is_the_blocked_knn_distance(metric, k):
+    """`utils.scores.knn_score` (notebook 06's cell, written as the formula) equals `knn_distance` (the blocked engine
+    the tables use) on more rows than one block: cosine exactly, Euclidean to float32 rounding."""
+    from utils.scores import knn_score
+
+    g = torch.Generator().manual_seed(k)
+    train, test = torch.randn(2500, 12, generator=g), torch.randn(1300, 12, generator=g)
+    ours, engine = knn_score(train, test, k, metric), anomaly.knn_distance(train, test, k, metric)
+    assert torch.allclose(ours, engine, atol=5e-6, rtol=0)
+    if metric == "cosine":
+        assert torch.equal(ours, engine)
+
+
+def test_the_lesson_lof_score_is_scikit_learns():
+    """`utils.scores.lof_score` (Breunig et al.'s formula, notebook 06) equals scikit-learn's LocalOutlierFactor, and
+    is ≈ 1 inside a cluster, large just outside a dense one."""
+    from utils.scores import lof_score
+
+    g = torch.Generator().manual_seed(0)
+    train = torch.cat([0.1 * torch.randn(200, 2, generator=g), torch.tensor([6.0, 0]) + 2 * torch.randn(40, 2, generator=g)])
+    test = torch.cat([torch.randn(50, 2, generator=g), torch.tensor([[0.6, 0.0], [6.0, 0.5]])])
+    ours = lof_score(train, test, n_neighbors=20)
+    assert torch.allclose(ours, anomaly.lof_scores(anomaly.lof(train, n_neighbors=20), test), rtol=1e-4, atol=1e-5)
+    assert ours[-2] > 2 and 0.7 < ours[-1] < 1.5

@@ -2,6 +2,7 @@
 # Edit the cell in its notebook, then run `make export`; tests/test_export.py fails on any difference.
 """Saved from the notebooks' lesson cells (`#@save autoencoders`)."""
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -37,3 +38,114 @@ class ReconstructionHead(nn.Module):
                             "head(output, labels, inputs=images)")
         err = reconstruction_error(output, inputs, self.loss)
         return err.mean() if self.reduction == "mean" else err
+
+
+# ---- defined in notebooks/11_autoencoders.ipynb, cell 7
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """uint8 0..255 -> float 0..1 (a float input is taken as already in 0..1)."""
+    return x.float().div(255) if x.dtype == torch.uint8 else x
+
+
+def same_size(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`out` resized to `like`'s height and width where pooling rounded a side down (7 -> 3 -> 6)."""
+    return out if out.shape[-2:] == like.shape[-2:] else F.interpolate(out, size=like.shape[-2:], mode="nearest")
+
+
+def conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+class ConvAutoencoder(nn.Module):
+    """`depth` × (conv-BN-ReLU, 2×2 max-pool) down to a `width` × H/4 × W/4 bottleneck, `depth` × (2× upsampling,
+    conv-BN-ReLU) back up, a 3×3 conv and a sigmoid. `skips=True`: a small U-Net (Ronneberger et al. 2015), each
+    decoder level also sees the encoder's features of its size, so detail can bypass the bottleneck."""
+
+    def __init__(self, in_channels: int = 1, emb_dim: int | None = None, width: int = 8, depth: int = 2,
+                 skips: bool = False):
+        super().__init__()                                   # emb_dim: unused (every architecture takes it)
+        self.skips = bool(skips)
+        self.down = nn.ModuleList(conv_bn_relu(in_channels if i == 0 else width, width) for i in range(depth))
+        self.up = nn.ModuleList(conv_bn_relu(width * (2 if skips else 1), width) for _ in range(depth))
+        self.out = nn.Conv2d(width, in_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, saved = to_unit(x), []
+        for block in self.down:
+            h = block(h)
+            saved.append(h)
+            h = F.max_pool2d(h, 2)
+        for block in self.up:
+            skip = saved.pop()
+            h = same_size(F.interpolate(h, scale_factor=2, mode="nearest"), skip)
+            h = block(torch.cat([h, skip], 1) if self.skips else h)
+        return same_size(torch.sigmoid(self.out(h)), x)
+
+
+def unet_autoencoder(in_channels: int = 1, emb_dim: int | None = None, width: int = 8, depth: int = 2) -> ConvAutoencoder:
+    return ConvAutoencoder(in_channels, emb_dim, width, depth, skips=True)
+
+
+# ---- defined in notebooks/11_autoencoders.ipynb, cell 9
+class SuperResolution(nn.Module):
+    """Max-pool the image `factor`× (28×28 -> 7×7), then learn to rebuild it: log2(factor) × (2× upsampling,
+    `convs` conv-BN-ReLU), a 3×3 conv and a sigmoid. `convs=1`: ours; `convs=2`: the article's four conv + BN layers."""
+
+    def __init__(self, in_channels: int = 1, emb_dim: int | None = None, width: int = 8, factor: int = 4, convs: int = 1):
+        super().__init__()
+        if factor < 2 or factor & (factor - 1):
+            raise ValueError(f"factor must be a power of two >= 2, got {factor!r}")
+        if convs < 1:
+            raise ValueError(f"convs (conv-BN-ReLU layers per 2× upsampling) must be >= 1, got {convs!r}")
+        self.factor, self.convs = factor, int(convs)
+        n = (factor.bit_length() - 1) * self.convs
+        self.up = nn.ModuleList(conv_bn_relu(in_channels if i == 0 else width, width) for i in range(n))
+        self.out = nn.Conv2d(width, in_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.max_pool2d(to_unit(x), self.factor)            # the fixed encoder: a coarse copy
+        for i, block in enumerate(self.up):
+            if i % self.convs == 0:                           # each level: upsample 2×, then its `convs` layers
+                h = F.interpolate(h, scale_factor=2, mode="nearest")
+            h = block(h)
+        return same_size(torch.sigmoid(self.out(h)), x)
+
+
+def superres_article(in_channels: int = 1, emb_dim: int | None = None, width: int = 8, factor: int = 4) -> SuperResolution:
+    return SuperResolution(in_channels, emb_dim, width, factor, convs=2)
+
+
+# ---- defined in notebooks/11_autoencoders.ipynb, cell 11
+class DCAE(nn.Module):
+    """Ruff et al. (2018)'s MNIST autoencoder, layer for layer their `MNIST_LeNet_Autoencoder`: two 5×5 conv (8, 4
+    filters, no bias) + BN without affine + leaky ReLU + max-pool, a linear code of `rep_dim`; the decoder mirrors
+    it with transposed convs and 2× upsampling, then a sigmoid. Their inputs are GCN-normalized; ours are 0..1."""
+
+    def __init__(self, in_channels: int = 1, emb_dim: int | None = None, rep_dim: int = 32):
+        super().__init__()
+        if rep_dim % 16:
+            raise ValueError(f"rep_dim must be a multiple of 16 (the code is reshaped to rep_dim/16 × 4 × 4), got {rep_dim!r}")
+        self.rep_dim = rep_dim
+        self.conv1 = nn.Conv2d(in_channels, 8, 5, bias=False, padding=2)
+        self.bn1 = nn.BatchNorm2d(8, eps=1e-4, affine=False)
+        self.conv2 = nn.Conv2d(8, 4, 5, bias=False, padding=2)
+        self.bn2 = nn.BatchNorm2d(4, eps=1e-4, affine=False)
+        self.fc1 = nn.Linear(4 * 7 * 7, rep_dim, bias=False)
+        self.deconv1 = nn.ConvTranspose2d(rep_dim // 16, 4, 5, bias=False, padding=2)
+        self.bn3 = nn.BatchNorm2d(4, eps=1e-4, affine=False)
+        self.deconv2 = nn.ConvTranspose2d(4, 8, 5, bias=False, padding=3)
+        self.bn4 = nn.BatchNorm2d(8, eps=1e-4, affine=False)
+        self.deconv3 = nn.ConvTranspose2d(8, in_channels, 5, bias=False, padding=2)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2:] != (28, 28):
+            raise ValueError(f"DCAE is Ruff et al.'s MNIST network: it takes 28×28 images, got {tuple(x.shape[-2:])}")
+        h = F.max_pool2d(F.leaky_relu(self.bn1(self.conv1(to_unit(x)))), 2)
+        h = F.max_pool2d(F.leaky_relu(self.bn2(self.conv2(h))), 2)
+        return self.fc1(h.flatten(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.encode(x).view(len(x), self.rep_dim // 16, 4, 4)
+        h = F.interpolate(F.leaky_relu(h), scale_factor=2)
+        h = F.interpolate(F.leaky_relu(self.bn3(self.deconv1(h))), scale_factor=2)
+        h = F.interpolate(F.leaky_relu(self.bn4(self.deconv2(h))), scale_factor=2)
+        return torch.sigmoid(self.deconv3(h))

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from . import anomaly, losses
+from .not_a_digit import energy_score, fit_mahalanobis, mahalanobis_score, msp_score  # notebook 12's lesson cells
 from .outlier_exposure import NOT_A_DIGIT, OutlierExposureHead  # noqa: F401
 
 SCORES = ("msp", "energy", "mahalanobis", "knn", "lof")
@@ -67,7 +68,7 @@ class MSP(Scorer):
     name = "msp"
 
     def score(self, emb, logits):
-        return 1 - logits.float().softmax(1).amax(1)
+        return msp_score(logits)
 
 
 class Energy(Scorer):
@@ -75,7 +76,7 @@ class Energy(Scorer):
     name = "energy"
 
     def score(self, emb, logits):
-        return -torch.logsumexp(logits.float(), 1)
+        return energy_score(logits)
 
 
 class Mahalanobis(Scorer):
@@ -86,18 +87,11 @@ class Mahalanobis(Scorer):
     name = "mahalanobis"
 
     def fit(self, emb, y):
-        from sklearn.covariance import LedoitWolf
-
-        emb, y = emb.double(), y.cpu()
-        classes = torch.unique(y[y >= 0])
-        self.means = torch.stack([emb[y == c].mean(0) for c in classes])
-        centred = torch.cat([emb[y == c] - emb[y == c].mean(0) for c in classes])
-        self.precision = torch.from_numpy(LedoitWolf(assume_centered=True).fit(centred.numpy()).precision_)
+        self.means, self.precision = fit_mahalanobis(emb, y)
         return self
 
     def score(self, emb, logits):
-        d = emb.double()[:, None, :] - self.means[None]                    # n × C × d
-        return torch.einsum("ncd,de,nce->nc", d, self.precision, d).amin(1).float()
+        return mahalanobis_score(emb, self.means, self.precision)
 
 
 class KNN(Scorer):

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import anomaly, benchmark, models, train
+from .dn2 import one_class  # noqa: F401  (notebook 13's lesson cell: DN2's protocol)
 from .data import ImageData, atomic_save, cache_dir
 
 
@@ -329,18 +330,6 @@ def image_hashes(x: torch.Tensor) -> list[bytes]:
     a = x.contiguous().cpu().numpy()
     tag = f"{a.shape[1:]}{a.dtype}".encode()
     return [hashlib.blake2b(tag + img.tobytes(), digest_size=12).digest() for img in a]
-
-
-def one_class(train_feats: torch.Tensor, y_train: torch.Tensor, test_feats: torch.Tensor, y_test: torch.Tensor,
-              k: int = 2, metric: str = "cosine") -> list[float]:
-    """The one-class protocol of DN2 (Bergman et al. 2020): for each class c, the normal training set is
-    class c's images, every test image is scored by its mean distance to its `k` nearest ones, and the
-    other classes' test images are the anomalies. Returns the AUROC of each class, in class order."""
-    out = []
-    for c in torch.unique(y_train).tolist():
-        tr = train_feats[y_train == c]
-        out.append(anomaly.auroc(anomaly.knn_distance(tr, test_feats, min(k, len(tr)), metric), y_test != c))
-    return out
 
 
 def frozen_name(backbone: str) -> str:
