@@ -5,7 +5,7 @@
 - `utils` hand-written lines: the non-blank lines of `utils/*.py`, without the modules `scripts/export.py`
   generates from the notebooks' `#@save` cells (counted apart).
 - Notebook plumbing: the share of the notebooks' code lines (non-blank, not only a comment) that are
-  set-up rather than lesson: the set-up cell, the budget table (`BUDGET = …`), `NB.resolve_mode`,
+  set-up rather than lesson: the set-up cell, the budget table (`BUDGET = …`, or any `{…}[MODE]`), `NB.resolve_mode`,
   `NB.banner`, `NB.record`, `P.style()` and printing the budget.
 """
 from __future__ import annotations
@@ -31,9 +31,11 @@ def _is_plumbing(stmt: ast.stmt) -> bool:
     if isinstance(stmt, (ast.Assign, ast.AnnAssign)):
         targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
         names = {t.id for t in targets if isinstance(t, ast.Name)}
+        value = stmt.value
         if names & {"BUDGET", "B"}:
             return True
-        value = stmt.value
+        if isinstance(value, ast.Subscript) and isinstance(value.value, ast.Dict) and ast.unparse(value.slice) == "MODE":
+            return True                                   # a budget table under another name: {…}[MODE]
         return isinstance(value, ast.Call) and getattr(value.func, "attr", None) in PLUMBING_CALLS
     if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
         func = stmt.value.func

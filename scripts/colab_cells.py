@@ -34,15 +34,10 @@ def setup_source() -> str:
     return f'''# Set-up: Colab fetches the repository and what Colab lacks (never torch); elsewhere this runs in its clone (README).
 import sys, subprocess, pathlib
 if "google.colab" in sys.modules and not pathlib.Path("/content/{name}").exists():
-    subprocess.run("git clone -q --depth 1 https://github.com/{repo} /content/{name} && "
-                   "pip install -q -r /content/{name}/requirements-colab.txt", shell=True, check=True)
-here = pathlib.Path.cwd().resolve()
-ROOT = next((p for p in [here, *here.parents, pathlib.Path("/content/{name}")] if (p / "utils" / "__init__.py").is_file()), None)
-if ROOT is None:
-    raise RuntimeError(f"{{here}} is not inside a clone of https://github.com/{repo}: open this notebook from the clone's "
-                       f"notebooks/ folder (git clone, then `make lab`), or use the Colab badge")
-sys.path.insert(0, str(ROOT))
-import utils
+    subprocess.run("git clone -q --depth 1 https://github.com/{repo} /content/{name} && pip install -q -r /content/{name}/requirements-colab.txt", shell=True, check=True)
+ROOT = next((p for p in [pathlib.Path.cwd().resolve(), *pathlib.Path.cwd().resolve().parents, pathlib.Path("/content/{name}")] if (p / "utils" / "__init__.py").is_file()), None)
+if ROOT is None: raise RuntimeError(f"{{pathlib.Path.cwd()}} is not inside a clone of https://github.com/{repo}: open this notebook from the clone's notebooks/ folder (git clone, then `make lab`), or use the Colab badge")  # noqa: E701
+sys.path.insert(0, str(ROOT)); import utils  # noqa: E401, E702
 assert pathlib.Path(utils.__file__).resolve().parent == ROOT / "utils", f"a different 'utils' was imported: {{utils.__file__}}"'''
 
 

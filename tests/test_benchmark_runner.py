@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from utils import benchmark, losses, train
+from utils import benchmark, cache, losses, train
 from utils.benchmark import Setting
 
 BUDGET = benchmark.BUDGETS["smoke"]
@@ -288,8 +288,8 @@ def test_any_change_that_produced_a_row_recomputes_it(first, digits, tmp_path, m
         x[0, 0, 14, 14] ^= 1
         d = replace(digits, x_test=x)
     if how.get("code"):
-        real = train.source_hash
-        monkeypatch.setattr(train, "source_hash", lambda names=train.TRAINING_CODE: real(names) + "x")
+        real = cache.source_hash
+        monkeypatch.setattr(cache, "source_hash", lambda names: real(names) + "x")
     cells = counting(monkeypatch, benchmark, "run_case")
     df = benchmark.run({"digits": d}, SETTINGS[:1], methods, budget, csv, progress=False)
     assert len(cells) == budget.n_cases, change                   # every cell of the grid recomputed

@@ -218,7 +218,7 @@ def test_the_layering_check_finds_a_cycle(monkeypatch):
 
 # --- the code version: prose edits keep it, code edits change it
 def test_code_text_ignores_docstrings_and_comments_but_not_code():
-    from utils.train import code_text
+    from utils.cache import code_text
 
     base = 'def f(x):\n    """Doubles."""\n    return 2 * x  # twice\n'
     assert code_text(base) == code_text('def f(x):\n    """Twice x, rewritten."""\n    # a new comment\n    return 2 * x\n')

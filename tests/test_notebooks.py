@@ -213,7 +213,7 @@ def test_committed_outputs_come_from_the_current_code(path):
     """The code version a notebook was run with hashes `utils_modules`; those files are unchanged now, and
     they include every module the notebook depends on. (A module added later cannot have changed the
     outputs; an edit to any module that existed then asks for a re-run.)"""
-    from utils.train import source_hash
+    from utils.cache import source_hash
 
     dml = _nb(path)["metadata"].get("dml", {})
     modules = dml.get("utils_modules")

@@ -29,8 +29,6 @@ of the same k train each network once.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import numbers
 import os
@@ -41,6 +39,7 @@ import pandas as pd
 import torch
 
 from . import anomaly, embed, losses, train
+from .cache import key as cache_key
 from .data import ImageData
 
 N_CLASSES = 10
@@ -305,10 +304,8 @@ def cell_config(data_fp: str, budget: Budget, head: tuple, mixup: float) -> str:
     archs = [train_kw["arch"]] if "arch" in train_kw else (
         [budget.arch] if isinstance(budget.arch, str) else [*budget.arch.values(), "cnn"])
     code = tuple(dict.fromkeys(CODE + sum((train.training_code(a, name) for a in archs), ())))
-    blob = json.dumps({"budget": spent, "head": name, "hparams": hparams, "mixup": float(mixup),
-                       **({"train_kw": train_kw} if train_kw else {}),
-                       "data": data_fp, "code": train.source_hash(code)}, sort_keys=True, default=str)
-    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+    return cache_key({"budget": spent, "head": name, "hparams": hparams, "mixup": float(mixup),
+                      **({"train_kw": train_kw} if train_kw else {}), "data": data_fp}, code=code, n=12)
 
 
 def run_case(data: ImageData, setting: Setting, case_index: int, method: str, budget: Budget,

@@ -13,7 +13,6 @@ images) and `omniglot` (handwritten characters of many alphabets, 20 drawers eac
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import os
 import pickle
@@ -30,6 +29,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .cache import key as cache_key
 
 PROJECT_DATA = Path(__file__).resolve().parent.parent / "data"
 DEBIAN_DATA = Path("/usr/share/datasets")
@@ -637,17 +638,16 @@ def _signature(paths: list[Path]) -> str:
     """Key a cache by the decoder version and the content actually read: each path's resolved
     location and, for every file under it (symlinks followed), its path there, its resolved path,
     size and mtime. An edited file, or another folder with the same data set name, gets a new key."""
-    h = hashlib.sha1(str(CACHE_VERSION).encode())
+    seen = []
     for p in sorted(paths):
-        h.update(f"\0{p.resolve()}".encode())
-        entries = _files_under(p) if p.is_dir() else [(p.name, os.path.realpath(p))]
-        for rel, real in entries:
+        seen.append(str(p.resolve()))
+        for rel, real in _files_under(p) if p.is_dir() else [(p.name, os.path.realpath(p))]:
             try:
                 st = os.stat(real)
             except OSError:                        # a dangling link: nothing is read from it
                 continue
-            h.update(f"\0{rel}|{real}|{st.st_size}|{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
+            seen.append(f"{rel}|{real}|{st.st_size}|{st.st_mtime_ns}")
+    return cache_key(CACHE_VERSION, seen)
 
 
 def cache_dir() -> Path:

@@ -365,16 +365,14 @@ def default_path(seed: int = 0) -> Path:
     """Where the default recognizer is cached: `<cache>/demo/recognizer-<key>.pt`, the key covering
     `RECIPE`, the seed, the source of `utils.demo`, `utils.ood` and the training code, and the digits'
     content — so a change to any of them trains a new one."""
-    import hashlib
-    import json
-
     from . import data as D
-    from .train import TRAINING_CODE, data_fingerprint, source_hash
+    from .cache import key as cache_key
+    from .train import TRAINING_CODE, data_fingerprint
 
     digits = D.load("mnist", fallback="digits")
-    key = json.dumps({**RECIPE, "seed": seed, "code": source_hash((*TRAINING_CODE, "ood.py", "demo.py")),
-                      "data": data_fingerprint(digits.x_train, digits.y_train)}, sort_keys=True)
-    return D.cache_dir() / "demo" / f"recognizer-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
+    key = cache_key({**RECIPE, "seed": seed, "data": data_fingerprint(digits.x_train, digits.y_train)},
+                    code=(*TRAINING_CODE, "ood.py", "demo.py"))
+    return D.cache_dir() / "demo" / f"recognizer-{key}.pt"
 
 
 def outlier_set(n_each: int, seed: int = 0, fashion: torch.Tensor | None = None,

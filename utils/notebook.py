@@ -31,7 +31,7 @@ def resolve_mode(mode: str | None) -> str:
 
 def code_version() -> str:
     """A hash of every `utils` module's source: notebooks published together share it."""
-    from .train import source_hash
+    from .cache import source_hash
 
     return source_hash(tuple(sorted(p.name for p in Path(__file__).resolve().parent.glob("*.py"))))
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.metadata
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import anomaly, benchmark, models, train
+from .cache import key as cache_key
 from .dn2 import one_class  # noqa: F401  (notebook 13's lesson cell: DN2's protocol)
 from .data import ImageData, atomic_save, cache_dir
 
@@ -280,8 +280,7 @@ def features(backbone: str, x: torch.Tensor, size: int | None = None, bs: int = 
     """
     net = Pretrained(backbone, size=size, frozen=True, verbose=False)
     meta = torch.tensor([*x.shape, x.element_size(), int(x.is_floating_point())], dtype=torch.int64)
-    key = hashlib.sha1(json.dumps([backbone, net.weights, net.size, train.data_fingerprint(x, meta),
-                                   train.source_hash(("pretrained.py",))]).encode()).hexdigest()[:16]
+    key = cache_key(backbone, net.weights, net.size, train.data_fingerprint(x, meta), code=("pretrained.py",))
     path = cache_dir() / "features" / f"{backbone}-{net.size}-{key}.pt"
     if cache and path.is_file():
         return torch.load(path, weights_only=True, map_location="cpu")
@@ -350,10 +349,9 @@ def fine_tuned(head: str, hparams: dict, backbone: str = "efficientnet_lite0", s
 def frozen_config(data_fp: str, budget: benchmark.Budget, backbone: str, size: int | None) -> str:
     """The `config` hash of a frozen-feature cell: the budget's sampling (images per class, seed), the
     backbone, its weights, the input size, the data's content and the code that scores."""
-    blob = json.dumps({"n_per_class": budget.n_per_class, "seed": budget.seed, "backbone": backbone,
-                       "weights": load(backbone, verbose=False)[1], "size": int(size or spec(backbone).size), "data": data_fp,
-                       "code": train.source_hash(("pretrained.py", "anomaly.py", "benchmark.py"))}, sort_keys=True)
-    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+    return cache_key({"n_per_class": budget.n_per_class, "seed": budget.seed, "backbone": backbone,
+                      "weights": load(backbone, verbose=False)[1], "size": int(size or spec(backbone).size), "data": data_fp},
+                     code=("pretrained.py", "anomaly.py", "benchmark.py"), n=12)
 
 
 def run_frozen(data_by_name: dict[str, ImageData], settings: list[benchmark.Setting], budget: benchmark.Budget,

@@ -8,7 +8,6 @@ a fastprogress bar, a per-epoch history, and a NaN guard that names the head and
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import random
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import losses, models
+from .cache import code_text, key as cache_key, source_hash as _source_hash  # noqa: F401
 from .pairs import PKSampler
 from .data import ImageData, atomic_save, cache_dir
 
@@ -369,29 +369,10 @@ def training_code(arch: str, head: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-def code_text(source: str) -> str:
-    """What a module's source *does*: its syntax tree without docstrings, comments or layout, as text.
-    Two sources with the same `code_text` behave the same, so editing prose never invalidates results."""
-    import ast
-
-    tree = ast.parse(source)
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
-                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)):
-            node.body = body[1:] or [ast.Pass()]
-    return ast.dump(tree, annotate_fields=False)
-
-
 def source_hash(names: tuple[str, ...] = TRAINING_CODE) -> str:
-    """Hash of what `utils` modules do (`code_text`: docstrings and comments left out); default: what defines
-    models, heads and training. A change of code invalidates what was computed with the old code."""
-    here = Path(__file__).resolve().parent
-    h = hashlib.sha1()
-    for name in names:
-        h.update(name.encode() + b"\0" + code_text((here / name).read_text(encoding="utf-8")).encode())
-    return h.hexdigest()[:12]
+    """Hash of what the `utils` modules `names` do (`cache.code_text`); default: what defines models, heads and
+    training. A change of code invalidates what was computed with the old code; a docstring does not."""
+    return _source_hash(names)
 
 
 def class_code(cls: type) -> str:
@@ -447,7 +428,7 @@ def train(data: ImageData, head: str | type[nn.Module] = "softmax", *, arch: str
                   data=data_fingerprint(data.x_train, data.y_train),
                   affine=affine, noise=float(noise), pk=list(pk) if pk is not None else None,
                   test=data_fingerprint(data.x_test, data.y_test), code=source_hash(training_code(arch, head)) + (class_code(head_class) if head_class else ""))
-    key = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    key = cache_key(config)
     path = cache_dir() / "models" / f"{arch}-{head}-{key}.pt"
     seed_everything(seed)
     net = models.make_model(arch, in_channels=data.x_train.shape[1], emb_dim=emb_dim, **arch_kw)

@@ -1,0 +1,45 @@
+"""One way to key what is cached or recorded: a hash of everything that produced it.
+
+    path = cache_dir() / "models" / f"{arch}-{head}-{key(config, code=TRAINING_CODE)}.pt"
+
+`key` hashes any JSON-able parts (other objects by `str`) together with what the named `utils` modules *do*
+(`code_text`: their syntax trees without docstrings and comments), so a change of settings, data or code
+gives a new key while an edited comment or docstring does not. Trained models, embeddings, features,
+benchmark rows, the demo's recognizer and the published notebooks' code versions all use it.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def code_text(source: str) -> str:
+    """What a module's source *does*: its syntax tree without docstrings, comments or layout, as text.
+    Two sources with the same `code_text` behave the same, so editing prose never invalidates results."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False)
+
+
+def source_hash(names: tuple[str, ...]) -> str:
+    """Hash of what the `utils` modules `names` (file names, e.g. "train.py") do (`code_text`)."""
+    h = hashlib.sha1()
+    for name in names:
+        h.update(name.encode() + b"\0" + code_text((HERE / name).read_text(encoding="utf-8")).encode())
+    return h.hexdigest()[:12]
+
+
+def key(*parts, code: tuple[str, ...] = (), n: int = 16) -> str:
+    """A hex digest (`n` characters) of `parts` (as JSON with sorted keys; other objects by `str`) and of the
+    code of the `utils` modules named in `code`."""
+    blob = json.dumps([list(parts), source_hash(tuple(code)) if code else None], sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:n]
