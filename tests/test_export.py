@@ -86,6 +86,7 @@ def _calls() -> dict:
             "one_class": lambda f: torch.tensor(f(x, y, x, y, k=1)),
             "to_unit": lambda f: f(images), "same_size": lambda f: f(images, images),
             "conv_bn_relu": lambda f: f(1, 2)(images),
+            "metrics_from_ranks": lambda f: torch.tensor(list(f((y[:, None] == y[None, :6]).double(), torch.full((12,), 2)).values())),
             "msp_score": lambda f: f(x), "energy_score": lambda f: f(x),
             "fit_mahalanobis": lambda f: f(x, y)[1], "mahalanobis_score": lambda f: f(x, x[:3], torch.eye(8, dtype=torch.double)),
             "similarity_matrix": lambda f: f(x[:5], x[5:]), "nway_accuracy": lambda f: torch.tensor(f(x[:5], x[:5], torch.arange(5))),

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .rank_metrics import metrics_from_ranks
+
 METRICS = ("cosine", "euclidean")
 
 
@@ -150,12 +152,5 @@ def retrieval_metrics(query, query_labels, reference=None, reference_labels=None
     k = min(max(max(ks), int(R.max())), len(r) - int(same_set))
     idx, _ = knn_labels(q, r, k, metric=metric, same_set=same_set)
     idx, yk, R = idx.cpu()[keep], yq[keep], R[keep]
-    rel = (yr[idx] == yk[:, None]).double()                   # rel(i), n x k
-    within_r = torch.arange(1, k + 1) <= R[:, None]           # i <= R
-    hits = rel * within_r
-    precision_i = hits.cumsum(1) / torch.arange(1, k + 1)     # P(i), used where rel(i) = 1
-    out = {"precision_at_1": rel[:, 0].mean().item()}
-    out.update({f"recall_at_{kk}": rel[:, :kk].amax(1).mean().item() for kk in ks})
-    out["r_precision"] = (hits.sum(1) / R).mean().item()
-    out["mean_average_precision_at_r"] = ((precision_i * hits).sum(1) / R).mean().item()
+    out = metrics_from_ranks((yr[idx] == yk[:, None]).double(), R, ks)   # rel(i), n x k: notebook 14's cell
     return {name: out[name] for name in names}

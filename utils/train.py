@@ -84,8 +84,10 @@ def random_affine(x: torch.Tensor, g: torch.Generator, degrees: float = 10.0, sc
     """Small random affine distortions, one per image, as one batched `grid_sample` (zero fill).
 
     Each image gets a rotation in ±`degrees`, an isotropic scale in 1 ± `scale`, a shear in ±`shear`
-    and a shift in ±`translate` of its size — the distortions Koch et al. (2015) trained Omniglot
-    with. uint8 input comes back as float in [0, 1] (the models accept both).
+    and a shift in ±`translate` of its size, every part always applied. These are our ranges, in the
+    spirit of Koch et al. (2015), not theirs: they drew scale 0.8–1.2, shear ±0.3 and a shift of ±2
+    pixels of 105, each part with probability 0.5 (and rotations ±10°). uint8 input comes back as float
+    in [0, 1] (the models accept both).
     """
     b = x.shape[0]
     xf = x.float() / 255 if x.dtype == torch.uint8 else x.float()
