@@ -161,7 +161,8 @@ def test_committed_notebook_is_one_clean_default_run(path):
     assert not [c for c in code if "injected-parameters" in c["metadata"].get("tags", [])], \
         "an injected cell would override the mode a learner sets"
     assert nb["metadata"].get("dml", {}).get("mode") == "default", "outputs must come from a default run (metadata.dml)"
-    assert "MODE 'default'" in _outputs_text(code[2]), "the banner must say the run was in the default mode"
+    banner = next(c for c in code if "NB.banner(" in "".join(c["source"]))
+    assert "MODE 'default'" in _outputs_text(banner), "the banner must say the run was in the default mode"
     assert len(text) < 5_000_000
     for pattern in (r"/work/", r"/home/", r"/root/", r"/tmp/", r"/Users/"):
         assert not re.search(pattern, text), f"machine path {pattern} in {path.name}"
@@ -242,11 +243,15 @@ def test_notebook_shape(path):
 
 
 def _resolve_source(nb: dict, mode: str) -> str:
-    """The parameters cell with MODE set to `mode`, then the next code cell up to its resolve_mode line."""
+    """The parameters cell with MODE set to `mode`, then the first code cell after it that resolves the mode, up to
+    its resolve_mode line (lesson cells may stand between the two: they never touch MODE)."""
     cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
     i = next(i for i, c in enumerate(cells) if "parameters" in c["metadata"].get("tags", []))
     params = re.sub(r"^MODE = .*$", f"MODE = {mode!r}", "".join(cells[i]["source"]), count=1, flags=re.M)
-    lines = "".join(cells[i + 1]["source"]).splitlines()
+    resolving = next(c for c in cells[i + 1:] if "MODE = NB.resolve_mode(MODE)" in "".join(c["source"]))
+    assert not any("MODE" in "".join(c["source"]) for c in cells[i + 1:cells.index(resolving)]), \
+        "a cell between the parameters and the mode's resolution touches MODE"
+    lines = "".join(resolving["source"]).splitlines()
     upto = next(j for j, line in enumerate(lines) if line.startswith("MODE = NB.resolve_mode(MODE)"))
     return params + "\n" + "\n".join(lines[:upto + 1])
 

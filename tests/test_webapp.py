@@ -109,16 +109,74 @@ def test_a_failure_inside_is_a_json_500_without_a_stack_trace(digit_png):
     assert r.status_code == 500 and r.get_json() == {"error": "the server failed (RuntimeError): see its log"}
 
 
-def test_the_default_recognizer_is_loaded_once_on_first_use(monkeypatch, recognizer, digit_png):
-    loads = []
-    monkeypatch.setattr(webapp.Recognizer, "default", lambda: loads.append(1) or recognizer)
-    client = webapp.create_app().test_client()
+def test_the_default_recognizer_is_prepared_once_in_the_background(monkeypatch, recognizer, digit_png):
+    """The page opens at once; asking for the status starts nothing; a prediction starts the preparation and is
+    answered 503 "still preparing" at once instead of waiting; once ready, every prediction is answered."""
+    import threading
+
+    loads, release = [], threading.Event()
+
+    def slow_default():
+        loads.append(1)
+        assert release.wait(30)
+        return recognizer
+
+    monkeypatch.setattr(webapp.Recognizer, "default", slow_default)
+    monkeypatch.setattr(webapp, "load_shipped", lambda log=print: None)     # as on a clone without the file
+    app = webapp.create_app()
+    client = app.test_client()
     assert client.get("/").status_code == 200 and not loads  # the page does not wait for the network
-    assert client.get("/api/status").get_json() == {"ready": False} and not loads   # asking does not load it
+    assert client.get("/api/status").get_json() == {"ready": False, "preparing": False, "seconds": 0.0} and not loads
+    r = client.post("/api/predict", json={"image": data_url(digit_png)})
+    assert r.status_code == 503 and r.get_json()["preparing"] is True and "still preparing" in r.get_json()["error"]
+    status = client.get("/api/status").get_json()
+    assert status["ready"] is False and status["preparing"] is True and status["seconds"] >= 0
+    release.set()
+    for _ in range(300):
+        if client.get("/api/status").get_json()["ready"]:
+            break
+        threading.Event().wait(0.05)
     for _ in range(2):
         assert client.post("/api/predict", json={"image": data_url(digit_png)}).status_code == 200
     assert loads == [1]
-    assert client.get("/api/status").get_json() == {"ready": True}
+    assert client.get("/api/status").get_json()["ready"] is True
+
+
+def test_a_recognizer_that_cannot_be_prepared_is_a_json_500(monkeypatch, digit_png):
+    def broken():
+        raise RuntimeError("no data here")
+
+    monkeypatch.setattr(webapp.Recognizer, "default", broken)
+    monkeypatch.setattr(webapp, "load_shipped", lambda log=print: None)
+    app = webapp.create_app()
+    app.extensions["recognizer"].start()
+    for _ in range(200):
+        if app.extensions["recognizer"].error is not None:
+            break
+        __import__("time").sleep(0.02)
+    r = app.test_client().post("/api/predict", json={"image": data_url(digit_png)})
+    assert r.status_code == 500 and "could not be prepared (RuntimeError)" in r.get_json()["error"]
+
+
+def test_deeply_nested_json_is_a_400_not_a_crash(client):
+    body = "[" * 100_000 + "]" * 100_000
+    r = client.post("/api/predict", data=body, content_type="application/json")
+    assert r.status_code == 400 and "nested too deeply" in r.get_json()["error"]
+
+
+def test_a_chunked_body_over_the_limit_is_a_413(client):
+    """Without a Content-Length (chunked transfer), the limit still holds while reading: 413, not 400."""
+    big = io.BytesIO(b'{"image": "data:image/png;base64,' + b"A" * (webapp.MAX_MB * 1024 * 1024 + 10) + b'"}')
+    r = client.post("/api/predict", input_stream=big, content_type="application/json",
+                    headers={"Transfer-Encoding": "chunked"}, environ_overrides={"wsgi.input_terminated": True})
+    assert r.status_code == 413 and "MB limit" in r.get_json()["error"]
+
+
+def test_a_chunked_body_under_the_limit_is_answered(client, digit_png):
+    body = io.BytesIO(('{"image": "%s"}' % data_url(digit_png)).encode())
+    r = client.post("/api/predict", input_stream=body, content_type="application/json",
+                    headers={"Transfer-Encoding": "chunked"}, environ_overrides={"wsgi.input_terminated": True})
+    assert r.status_code == 200 and r.get_json()["digit"] is not None
 
 
 def test_main_prints_the_url_and_warns_off_localhost(monkeypatch, capsys, recognizer):
@@ -134,10 +192,49 @@ def test_main_prints_the_url_and_warns_off_localhost(monkeypatch, capsys, recogn
                     {"host": "0.0.0.0", "port": 8000, "debug": False, "load_dotenv": False}]
 
 
-def test_module_help_exits_0():
+def test_module_help_explains_every_option():
     r = subprocess.run([sys.executable, "-m", "app", "--help"], capture_output=True, text=True,
                        cwd=webapp.PAGE.parent.parent, timeout=120)
-    assert r.returncode == 0 and "--port" in r.stdout and "--host" in r.stdout
+    text = " ".join(r.stdout.split())
+    assert r.returncode == 0
+    for option, says in (("--port", "1-65535"), ("--host", "this machine only"), ("--threads", "torch threads")):
+        assert option in text and says in text, r.stdout
+
+
+@pytest.mark.parametrize("port", ["70000", "0", "-1", "http"])
+def test_a_port_out_of_range_is_refused_before_anything_starts(port, capsys):
+    with pytest.raises(SystemExit) as e:
+        webapp.main(["--port", port])
+    assert e.value.code == 2 and "give a number from 1 to 65535" in capsys.readouterr().err
+
+
+def test_a_taken_port_says_so_in_the_apps_words(monkeypatch):
+    import socket
+
+    runs = []
+    monkeypatch.setattr(webapp.Flask, "run", lambda app, **kw: runs.append(kw))
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        with pytest.raises(SystemExit) as e:
+            webapp.main(["--port", str(taken)])
+    assert f"cannot listen on 127.0.0.1:{taken}" in str(e.value) and "--port" in str(e.value) and not runs
+
+
+def test_main_gives_torch_the_threads_asked_for(monkeypatch, recognizer):
+    import torch
+
+    monkeypatch.setattr(webapp.Recognizer, "default", lambda: recognizer)
+    monkeypatch.setattr(webapp.Flask, "run", lambda app, **kw: None)
+    before = torch.get_num_threads()
+    try:
+        webapp.main(["--port", "8124", "--threads", "2"])
+        assert torch.get_num_threads() == 2
+        webapp.main(["--port", "8124"])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 # ----------------------------------------------------------------------------- the notebook canvas
@@ -177,3 +274,101 @@ def test_the_upload_box_answers_an_uploaded_picture(monkeypatch, recognizer, dig
     upload.value = ({"name": "digit.png", "type": "image/png", "size": len(digit_png),
                      "content": memoryview(digit_png), "last_modified": datetime.now()},)
     assert label.value == recognizer.predict(digit_png)["message"]
+
+
+# ----------------------------------------------------------------------------- the shipped recognizer
+def test_the_shipped_recognizer_matches_its_hash_and_the_current_recipe(monkeypatch):
+    """`app/recognizer.pt` is committed so that the app starts at once: its bytes match the sha256 recorded in
+    `app/recognizer.json`, and it was built under the recipe key `Recognizer.default()` would use now (the recipe,
+    the code and the digits), so it is what training would give; `python -m app --rebuild` rewrites both."""
+    import hashlib
+    import json
+
+    from test_demo import REAL_DATA
+
+    from utils import data, demo
+
+    info = json.loads(webapp.SHIPPED_INFO.read_text())
+    assert hashlib.sha256(webapp.SHIPPED.read_bytes()).hexdigest() == info["sha256"]
+    assert info["recipe"] == demo.RECIPE and info["rebuild"] == "python -m app --rebuild"
+    try:
+        data.load("mnist", root=REAL_DATA, download=False)
+    except data.DataNotFound:
+        pytest.skip(f"MNIST is not in {REAL_DATA} (set DML_DATA to the offline copies)")
+    monkeypatch.setenv("DML_DATA", REAL_DATA)
+    assert demo.default_path().stem.split("-", 1)[1] == info["key"], \
+        "the recipe, the code or the digits changed since app/recognizer.pt was built: run `python -m app --rebuild`"
+    assert webapp.load_shipped() is not None
+
+
+def test_a_shipped_file_that_does_not_match_its_hash_is_not_used(monkeypatch, tmp_path, capsys):
+    import json
+
+    bad, info = tmp_path / "recognizer.pt", tmp_path / "recognizer.json"
+    bad.write_bytes(b"not the recognizer")
+    info.write_text(json.dumps({"sha256": "0" * 64, "rebuild": "python -m app --rebuild"}))
+    monkeypatch.setattr(webapp, "SHIPPED", bad)
+    monkeypatch.setattr(webapp, "SHIPPED_INFO", info)
+    assert webapp.load_shipped() is None
+    assert "does not match the sha256" in capsys.readouterr().out
+
+
+def test_the_app_starts_from_the_shipped_file_without_training(monkeypatch):
+    trained = []
+    monkeypatch.setattr(webapp.Recognizer, "default", lambda: trained.append(1))
+    app = webapp.create_app()
+    app.extensions["recognizer"].start()
+    for _ in range(200):
+        if app.extensions["recognizer"].recognizer is not None:
+            break
+        __import__("time").sleep(0.05)
+    assert app.extensions["recognizer"].recognizer is not None and not trained
+
+
+# ----------------------------------------------------------------------------- every picture format, bounded memory
+def _answer(client, data: bytes) -> dict:
+    r = client.post("/api/predict", data={"image": (io.BytesIO(data), "picture.png")})
+    assert r.status_code == 200, r.get_data(as_text=True)
+    return r.get_json()
+
+
+@pytest.mark.parametrize("paper, ink", [(65535, 0), (60000, 20000)], ids=["full range", "a dim 16-bit scan"])
+def test_a_16_bit_png_gets_the_answer_of_its_8_bit_original(client, digit_png, paper, ink):
+    """`convert("L")` would clip every 16-bit value above 255 to white: a 16-bit digit read as "not a digit" and a
+    16-bit scan as "empty". The app scales 16-bit pictures by their own range first."""
+    eight = np.asarray(Image.open(io.BytesIO(digit_png)), dtype=np.float64)
+    sixteen = (ink + (paper - ink) * eight / 255).round().astype(np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(sixteen).save(buf, format="PNG")
+    assert Image.open(io.BytesIO(buf.getvalue())).mode.startswith("I;16")
+    a, b = _answer(client, digit_png), _answer(client, buf.getvalue())
+    assert (b["is_digit"], b["digit"]) == (a["is_digit"], a["digit"]) and b["is_digit"]
+
+
+def test_a_huge_drawing_is_reduced_and_answered_like_the_canvas_one(client, digit_png):
+    big = Image.open(io.BytesIO(digit_png)).resize((4096, 4096), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    big.save(buf, format="PNG")
+    a, b = _answer(client, digit_png), _answer(client, buf.getvalue())
+    assert (b["is_digit"], b["digit"]) == (a["is_digit"], a["digit"])
+
+
+@pytest.mark.parametrize("side, says", [(5000, "5000×5000 pixels"), (14000, "too large to decode")])
+def test_oversized_pictures_and_decompression_bombs_are_refused_from_the_header(client, side, says):
+    buf = io.BytesIO()
+    Image.new("1", (side, side), 1).save(buf, format="PNG")     # a few KB that would decode to side² pixels
+    r = client.post("/api/predict", data={"image": (io.BytesIO(buf.getvalue()), "bomb.png")})
+    assert r.status_code == 413 and says in r.get_json()["error"], r.get_json()
+
+
+@pytest.mark.skipif(not __import__("pathlib").Path("/proc/self/clear_refs").exists(), reason="Linux's /proc measures it")
+def test_four_concurrent_4096_pixel_uploads_stay_under_a_gigabyte():
+    """`scripts/upload_memory.py`: four 4096×4096 drawings posted at once raise the peak resident memory by less
+    than 1 GB (each is reduced to 1,024 pixels a side, one is recognized at a time)."""
+    import json
+
+    r = subprocess.run([sys.executable, "scripts/upload_memory.py"], capture_output=True, text=True,
+                       cwd=webapp.PAGE.parent.parent, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    assert out["answers"] == [[200, out["answers"][0][1]]] and out["peak_rise_mb"] < 1000, out
