@@ -16,7 +16,7 @@ import sys
 import anywidget
 import traitlets
 
-from utils.demo import BadImage, Recognizer
+from app.recognizer import BadImage, Recognizer
 from .webapp import data_url_bytes, png_data_url
 
 HEADLESS_NOTE = "headless run: the {what} needs JupyterLab or Colab (the gallery shows the recognizer's answers)"

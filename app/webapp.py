@@ -1,4 +1,4 @@
-"""Draw a digit in a web page: a small Flask app around `utils.demo.Recognizer`.
+"""Draw a digit in a web page: a small Flask app around `app.recognizer.Recognizer`.
 
     python -m app                        # http://127.0.0.1:8000 (make demo)
     python -m app --port 8080
@@ -33,7 +33,7 @@ import numpy as np
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from utils.demo import BadImage, Recognizer
+from app.recognizer import BadImage, Recognizer
 
 PAGE = Path(__file__).with_name("webapp.html")
 SHIPPED = Path(__file__).with_name("recognizer.pt")      # the default recognizer, committed: the app starts at once
@@ -76,7 +76,7 @@ def prepared(data: bytes):
     is refused (413) from its header alone, before any pixel is decoded."""
     from PIL import Image
 
-    from utils.demo import MAX_PIXELS
+    from app.recognizer import MAX_PIXELS
 
     try:
         img = Image.open(io.BytesIO(data))                      # lazy: the header only
@@ -168,7 +168,7 @@ def rebuild(log=print) -> dict:
     `app/recognizer.pt` with `app/recognizer.json`; return what was written."""
     import shutil
 
-    from utils import demo
+    from app import recognizer as demo
 
     Recognizer.default(progress=True)
     path = demo.default_path()

@@ -4,8 +4,8 @@
     python scripts/faiss_benchmark.py --n 20000 --out /tmp/faiss_small.csv   # a quick check
 
 The vectors: a small CNN trained on MNIST (cached like every trained network), then `--n` embeddings
-of randomly distorted MNIST training images; the queries are MNIST test images (`utils.search.mnist_vectors`).
-Compared (`utils.search.benchmark`): FAISS IndexFlatIP (exact, the ground truth), the collection's torch
+of randomly distorted MNIST training images; the queries are MNIST test images (`notebooks.retrieval.search.mnist_vectors`).
+Compared (`notebooks.retrieval.search.benchmark`): FAISS IndexFlatIP (exact, the ground truth), the collection's torch
 brute force, scikit-learn's NearestNeighbors (brute force and ball tree, on `--sklearn-queries` queries),
 FAISS IVF-Flat, IVF-PQ (also with exact re-ranking) at several nprobe, and FAISS HNSW at several
 efSearch: recall@10, queries per second, build seconds and memory. Needs MNIST (`DML_DATA`, or the
@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def main(argv: list[str] | None = None) -> int:
-    from utils import search
+    from notebooks.retrieval import search
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000, help="vectors in the base (default 1,000,000)")

@@ -24,6 +24,7 @@ seconds of each notebook, the machine's cores and whether the run was cold to a 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import platform
@@ -71,19 +72,83 @@ def utils_modules() -> list[str]:
     return sorted(p.name for p in (ROOT / "utils").glob("*.py"))
 
 
+PACKAGES = ("utils", "app", "notebooks")  # the project's importable code: utils, the web app, kits beside a notebook
+
+
+def _module_file(dotted: str) -> Path | None:
+    """The project file of a dotted module name (`app.ood` -> app/ood.py), or None."""
+    parts = dotted.split(".")
+    if parts[0] not in PACKAGES:
+        return None
+    for path in (ROOT.joinpath(*parts).with_suffix(".py"), ROOT.joinpath(*parts, "__init__.py")):
+        if path.is_file():
+            return path
+    return None
+
+
+def _with_packages(dotted: str) -> set[Path | None]:
+    """The file of `dotted` and of every package above it (their `__init__.py` runs on import)."""
+    parts = dotted.split(".")
+    return {_module_file(".".join(parts[:i])) for i in range(1, len(parts) + 1)}
+
+
+def _imports(tree: ast.AST, here: str = "") -> set[Path]:
+    """The project files an AST imports (anywhere, also inside functions); `here` is the dotted package of
+    the module the tree comes from, for relative imports."""
+    found: set[Path | None] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                found |= _with_packages(a.name)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                pkg = here.split(".")[: len(here.split(".")) - node.level + 1]
+                base = ".".join(pkg + ([base] if base else []))
+            found |= _with_packages(base) | {_module_file(f"{base}.{a.name}") for a in node.names}
+    return {f for f in found if f is not None}
+
+
+def dependencies(code: str) -> list[str]:
+    """Every project source file `code` (a notebook's code cells) depends on, directly or through another:
+    `utils` modules by file name ("plot.py"), others by path ("app/ood.py"), sorted."""
+    code = "\n".join(ln for ln in code.splitlines() if not ln.lstrip().startswith(("%", "!")))
+    todo, seen = _imports(ast.parse(code)), set()
+    while todo:
+        path = todo.pop()
+        seen.add(path)
+        rel = path.relative_to(ROOT)
+        package = ".".join(rel.parts[:-1])
+        todo |= _imports(ast.parse(path.read_text(encoding="utf-8")), package) - seen
+    return sorted(p.name if p.parent == ROOT / "utils" else p.relative_to(ROOT).as_posix() for p in seen)
+
+
+def notebook_code(path: Path) -> str:
+    """The code cells of a notebook, joined."""
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    return "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+
+
+def run_modules(nb: Path) -> list[str]:
+    """The files a published notebook's code version hashes: every `utils` module, and the project modules
+    outside `utils` the notebook depends on (the web app's recognizer for 12, the retrieval kit for 14)."""
+    return utils_modules() + [m for m in dependencies(notebook_code(nb)) if "/" in m]
+
+
 def execute(nb: Path, out: Path, mode: str, dataset: str | None, results: Path, timeout: int) -> dict:
     """Run one notebook; return a summary row."""
     import papermill as pm
 
-    from utils.notebook import MODE_ENV, code_version
+    from utils.cache import source_hash
+    from utils.notebook import MODE_ENV
 
     params = {"DATASET": dataset} if dataset else None
     results.unlink(missing_ok=True)
     source = out.with_name(f".{nb.stem}.source.ipynb")
     strip_injected(nb, source)
     env = {"DML_RESULTS": str(results), MODE_ENV: mode, "DML_PROGRESS": "0", "DML_HEADLESS": "1"}
-    version = code_version()  # the utils the notebook runs with; an edit during the run is caught below
-    modules = utils_modules()  # the files that version hashes: later modules leave this run's outputs valid
+    modules = run_modules(nb)  # the files the code version hashes: later modules leave this run's outputs valid
+    version = source_hash(tuple(modules))  # the code the notebook runs with; an edit during the run is caught below
     t0 = time.perf_counter()
     row = {"notebook": nb.name, "mode": mode}
     try:
@@ -97,9 +162,9 @@ def execute(nb: Path, out: Path, mode: str, dataset: str | None, results: Path, 
     finally:
         source.unlink(missing_ok=True)
     row["seconds"] = round(time.perf_counter() - t0, 1)
-    if row["status"] == "ok" and code_version() != version:
+    if row["status"] == "ok" and source_hash(tuple(modules)) != version:
         row["status"] = "FAILED"
-        row["error"] = (f"utils changed while the notebook ran (code version {version} -> {code_version()}): "
+        row["error"] = (f"the code changed while the notebook ran (code version {version} -> {source_hash(tuple(modules))}): "
                         f"its outputs come from no single version; run it again")
     row["results"] = json.loads(results.read_text()) if results.is_file() else {}
     if out.is_file():

@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if reason := missing_browser():
         ap.error(reason)
-    from utils.demo import Recognizer
+    from app.recognizer import Recognizer
     from app.webapp import create_app
 
     with serve(create_app(Recognizer.default())) as url, chromium() as driver:

@@ -138,8 +138,8 @@ def writers():
 
 @pytest.fixture(scope="session")
 def recognizer(digits, tmp_path_factory):
-    """A small real draw-a-digit recognizer (`utils.demo`): a CNN trained 3 epochs on the digits, seconds."""
-    from utils.demo import Recognizer
+    """A small real draw-a-digit recognizer (`app.recognizer`): a CNN trained 3 epochs on the digits, seconds."""
+    from app.recognizer import Recognizer
 
     with pytest.MonkeyPatch.context() as mp:  # its training cache goes to a folder of its own
         mp.setenv("DML_CACHE", str(tmp_path_factory.mktemp("recognizer_cache")))

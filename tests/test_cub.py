@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils import cub, data
+from notebooks.retrieval import cub
+from utils import data
 
 SPECIES = ["001.Black_footed_Albatross", "002.Laysan_Albatross", "003.Sooty_Albatross", "004.Groove_billed_Ani"]
 

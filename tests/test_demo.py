@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from utils import data, demo, losses, ood
+from app import ood, recognizer as demo
+from utils import data, losses
 
 ROOT = Path(__file__).resolve().parent.parent
 # the offline copies, read before conftest's fixture hides $DML_DATA from every test

@@ -12,8 +12,9 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
 
-from utils import models, search
-from utils.retrieval import knn_labels
+from notebooks.retrieval import search
+from utils import models
+from notebooks.retrieval.metrics import knn_labels
 
 faiss = pytest.importorskip("faiss", reason="faiss-cpu is in requirements.txt: pip install -r requirements.txt")
 ROOT = Path(__file__).resolve().parent.parent

@@ -170,43 +170,25 @@ def test_committed_notebook_is_one_clean_default_run(path):
     assert "progress-bar" not in text and "<progress" not in text, "leftover progress-bar HTML"
 
 
-def _utils_imports(tree: ast.AST, package_level: bool) -> set[str]:
-    """`utils` modules an AST imports: in a notebook `from utils import a`, `import utils.a`, `from
-    utils.a import x`; inside the package `from . import a` and `from .a import x` (anywhere, also in
-    functions)."""
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import) and not package_level:
-            names |= {a.name.split(".")[1] for a in node.names if a.name.startswith("utils.")}
-        elif isinstance(node, ast.ImportFrom):
-            mod = node.module or ""
-            inside = node.level == 1 if package_level else node.level == 0 and mod.split(".")[0] == "utils"
-            if not inside:
-                continue
-            sub = mod.split(".")[1:] if not package_level else mod.split(".")[:1] if mod else []
-            names |= {sub[0]} if sub else {a.name for a in node.names}
-    return {n for n in names if (ROOT / "utils" / f"{n}.py").is_file()}
-
-
-def utils_dependencies(nb: dict) -> set[str]:
-    """Every `utils` source file a notebook's code depends on: what it imports and, transitively, what
-    those modules import; plus the package's `__init__.py`."""
-    code = "\n".join("\n".join(line for line in "".join(c["source"]).splitlines() if not line.lstrip().startswith(("%", "!")))
-                     for c in nb["cells"] if c["cell_type"] == "code")
-    todo, seen = _utils_imports(ast.parse(code), False), set()
-    while todo:
-        name = todo.pop()
-        seen.add(name)
-        todo |= _utils_imports(ast.parse((ROOT / "utils" / f"{name}.py").read_text()), True) - seen
-    return {f"{n}.py" for n in seen} | {"__init__.py"}
+def _runner():
+    spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "scripts" / "run_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_dependencies_follow_imports():
-    nb = {"cells": [{"cell_type": "code", "source": ["%matplotlib inline\n", "from utils import plot as P\n"]}]}
-    deps = utils_dependencies(nb)
-    assert {"plot.py", "__init__.py"} <= deps and "demo.py" not in deps
-    nb12 = {"cells": [{"cell_type": "code", "source": ["import utils.demo\n"]}]}
-    assert {"demo.py", "ood.py", "anomaly.py", "losses.py", "train.py", "data.py"} <= utils_dependencies(nb12)
+    """Imports are followed through modules, relative imports and packages, into the app and the kits
+    beside a notebook; nothing that is not imported is counted."""
+    deps = _runner().dependencies
+    plain = deps("%matplotlib inline\nfrom utils import plot as P\n")
+    assert {"plot.py", "__init__.py"} <= set(plain) and not any("/" in m for m in plain) and "benchmark.py" not in plain
+    nb12 = set(deps("import app.recognizer\n"))
+    assert {"app/__init__.py", "app/recognizer.py", "app/ood.py", "anomaly.py", "losses.py", "train.py",
+            "not_a_digit.py", "data.py"} <= nb12 and "app/webapp.py" not in nb12
+    nb14 = set(deps("from notebooks.retrieval import search as S\n"))
+    assert {"notebooks/retrieval/__init__.py", "notebooks/retrieval/search.py", "notebooks/retrieval/metrics.py",
+            "rank_metrics.py"} <= nb14 and "notebooks/retrieval/cub.py" not in nb14
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -219,9 +201,11 @@ def test_committed_outputs_come_from_the_current_code(path):
     dml = _nb(path)["metadata"].get("dml", {})
     modules = dml.get("utils_modules")
     assert modules, "metadata.dml.utils_modules is missing: publish with scripts/run_notebooks.py"
-    missing = utils_dependencies(_nb(path)) - set(modules)
+    runner = _runner()
+    missing = set(runner.dependencies(runner.notebook_code(path))) - set(modules)
     assert not missing, f"{path.name} depends on {sorted(missing)}, which its recorded run did not include: re-publish"
-    assert all((ROOT / "utils" / m).is_file() for m in modules), f"a module of the run is gone: re-publish {path.name}"
+    assert all((ROOT / "utils" / m if "/" not in m else ROOT / m).is_file() for m in modules), \
+        f"a module of the run is gone: re-publish {path.name}"
     assert source_hash(tuple(modules)) == dml.get("utils"), \
         f"utils changed since {path.name} was run (code version {dml.get('utils')} -> {source_hash(tuple(modules))}): re-publish"
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import stats
 
-from utils import protocol as PR
+from notebooks.retrieval import protocol as PR
 from utils.pairs import PKSampler
 
 

@@ -13,7 +13,7 @@ from pytorch_metric_learning.utils.inference import CustomKNN
 from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
 
-from utils.retrieval import knn_labels, retrieval_metrics
+from notebooks.retrieval.metrics import knn_labels, retrieval_metrics
 
 PML_METRICS = ("precision_at_1", "r_precision", "mean_average_precision_at_r")
 # PML's own brute-force kNN (faiss, its default, is not needed). Its LpDistance normalizes the

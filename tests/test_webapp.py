@@ -286,7 +286,8 @@ def test_the_shipped_recognizer_matches_its_hash_and_the_current_recipe(monkeypa
 
     from test_demo import REAL_DATA
 
-    from utils import data, demo
+    from utils import data
+    from app import recognizer as demo
 
     info = json.loads(webapp.SHIPPED_INFO.read_text())
     assert hashlib.sha256(webapp.SHIPPED.read_bytes()).hexdigest() == info["sha256"]

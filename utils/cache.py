@@ -31,15 +31,17 @@ def code_text(source: str) -> str:
 
 
 def source_hash(names: tuple[str, ...]) -> str:
-    """Hash of what the `utils` modules `names` (file names, e.g. "train.py") do (`code_text`)."""
+    """Hash of what the modules `names` do (`code_text`): a bare file name ("train.py") is a `utils` module,
+    a path with a folder ("app/ood.py") is relative to the repository."""
     h = hashlib.sha1()
     for name in names:
-        h.update(name.encode() + b"\0" + code_text((HERE / name).read_text(encoding="utf-8")).encode())
+        path = HERE / name if "/" not in name else HERE.parent / name
+        h.update(name.encode() + b"\0" + code_text(path.read_text(encoding="utf-8")).encode())
     return h.hexdigest()[:12]
 
 
 def key(*parts, code: tuple[str, ...] = (), n: int = 16) -> str:
     """A hex digest (`n` characters) of `parts` (as JSON with sorted keys; other objects by `str`) and of the
-    code of the `utils` modules named in `code`."""
+    code of the modules named in `code` (as `source_hash`)."""
     blob = json.dumps([list(parts), source_hash(tuple(code)) if code else None], sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:n]

@@ -359,7 +359,7 @@ TRAINING_CODE = ("models.py", "heads.py", "losses.py", "pairs.py", "train.py")
 
 def training_code(arch: str, head: str) -> tuple[str, ...]:
     """The `utils` modules a trained network depends on: `TRAINING_CODE`, plus the module that defines the
-    architecture or the head when another module registered it (e.g. a head added by `utils.demo`), so
+    architecture or the head when another module registered it (e.g. a head added by `app.recognizer`), so
     that editing that module retrains too."""
     import inspect
 

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import select_classes
-from .pairs import PKSampler
+from utils.data import select_classes
+from utils.pairs import PKSampler
 
 
 def class_split(x: torch.Tensor, y: torch.Tensor, groups: dict[str, list[int]]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

@@ -10,7 +10,7 @@ which ranks normalized vectors the same way: ‖q − x‖² = 2 − 2 q·x).
 
 The methods (`benchmark`'s rows):
 
-- **torch brute force** — `utils.retrieval.knn_labels`, the collection's own exact search (blocks of
+- **torch brute force** — `notebooks.retrieval.metrics.knn_labels`, the collection's own exact search (blocks of
   queries × base, a running top-k): every query against every vector, O(n·d) per query.
 - **scikit-learn** — `NearestNeighbors` with `algorithm="brute"` (exact, the same work as above) and
   `"ball_tree"` (a metric tree: exact too, fast in a few dimensions, little help in 64).
@@ -40,7 +40,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .retrieval import knn_labels
+from notebooks.retrieval.metrics import knn_labels
 
 
 def faiss_module():
@@ -69,7 +69,7 @@ def augmented_embeddings(model: torch.nn.Module, images: torch.Tensor, n: int, s
     one another, never identical. Batches of `bs` are distorted and embedded one at a time, so the
     images are never held n at once.
     """
-    from .train import embed, random_affine
+    from utils.train import embed, random_affine
 
     g = torch.Generator().manual_seed(seed)
     out = []
@@ -139,7 +139,7 @@ def benchmark(base: np.ndarray, queries: np.ndarray, k: int = 10, nlist: int | N
     say(f"exact IndexFlatIP: {nq / t_search:,.0f} queries/s")
 
     (found, _), t_search = _timed(lambda: knn_labels(torch.from_numpy(queries), torch.from_numpy(base), k))
-    rows.append(_row("torch brute force (utils.retrieval)", "", 0.0, base.nbytes, t_search, nq, found.numpy(), truth))
+    rows.append(_row("torch brute force (knn_labels)", "", 0.0, base.nbytes, t_search, nq, found.numpy(), truth))
     say(f"torch brute force: {nq / t_search:,.0f} queries/s")
 
     from sklearn.neighbors import NearestNeighbors
@@ -216,7 +216,7 @@ def mnist_vectors(n: int, n_queries: int = 1000, head: str = "cosface", epochs: 
     (`augmented_embeddings`: n / 60,000 distorted copies of each), the queries are the first `n_queries`
     MNIST *test* images, undistorted: new drawings, never in the base. Both L2-normalized.
     """
-    from . import data as D, train as T
+    from utils import data as D, train as T
 
     say = log or (lambda s: None)
     mnist = D.load("mnist")

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import anomaly, losses
-from .not_a_digit import energy_score, fit_mahalanobis, mahalanobis_score, msp_score  # notebook 12's lesson cells
-from .outlier_exposure import NOT_A_DIGIT, OutlierExposureHead  # noqa: F401
+from utils import anomaly, losses
+from utils.not_a_digit import energy_score, fit_mahalanobis, mahalanobis_score, msp_score  # notebook 12's lesson cells
+from utils.outlier_exposure import NOT_A_DIGIT, OutlierExposureHead  # noqa: F401
 
 SCORES = ("msp", "energy", "mahalanobis", "knn", "lof")
 

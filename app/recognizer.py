@@ -1,6 +1,6 @@
 """Draw a digit: turn any picture into an MNIST-style 28×28 digit, and answer a digit or "not a digit".
 
-    from utils.demo import Recognizer
+    from app.recognizer import Recognizer
     r = Recognizer.default()          # notebook 12's recipe: trained once (a minute or two), then cached
     r.predict(png_bytes)              # {"is_digit": True, "digit": 7, "confidence": 0.99, "score": …, …}
 
@@ -8,7 +8,7 @@
 dark background, cropped to the ink, scaled so the longer side is 20 pixels (aspect ratio kept),
 placed in 28×28 with its centre of mass at the centre; strokes much thinner or thicker than MNIST's
 are first thickened or thinned. A `Recognizer` is an embedding network with its classification head,
-a "not a digit" score (`utils.ood`) and the threshold above which it answers "not a digit".
+a "not a digit" score (`app.ood`) and the threshold above which it answers "not a digit".
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import ood
+from app import ood
 
 MAX_PIXELS = 4096 * 4096        # larger pictures are refused (decompression bombs, accidental huge uploads)
 BOX = 20                        # MNIST: the digit's longer side, in pixels
@@ -232,7 +232,7 @@ def batch_to_mnist(images, normalize_strokes: bool = True) -> tuple[torch.Tensor
 class Recognizer:
     """A digit classifier that can say "not a digit".
 
-    `model` maps 28×28 images to embeddings, `head.logits` them to class scores; `scorer` (`utils.ood`)
+    `model` maps 28×28 images to embeddings, `head.logits` them to class scores; `scorer` (`app.ood`)
     gives a score that grows as an image looks less like a digit, and an image is rejected when that
     score is above `threshold`. `info` says how it was made (data, training, the measured rates).
     """
@@ -247,7 +247,7 @@ class Recognizer:
     @torch.no_grad()
     def scores(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """For prepared 28×28 images (N×1×28×28 uint8): class probabilities, predictions, rejection scores."""
-        from .train import embed
+        from utils.train import embed
 
         self.model.eval(), self.head.eval()
         emb = embed(self.model, x, device="cpu")
@@ -283,7 +283,7 @@ class Recognizer:
     # ------------------------------------------------------------------ saving, loading, the default
     def save(self, path: str | Path) -> None:
         """Write the recognizer (weights, scorer, threshold, info) atomically."""
-        from .data import atomic_save
+        from utils.data import atomic_save
 
         atomic_save({"model": self.model.state_dict(), "head": self.head.state_dict(),
                      "head_name": self.head.name, "head_hparams": self.info.get("head_hparams", {}),
@@ -293,7 +293,7 @@ class Recognizer:
     @classmethod
     def load(cls, path: str | Path) -> "Recognizer":
         """Read a recognizer written by `save`."""
-        from . import losses, models
+        from utils import losses, models
 
         path = Path(path)
         if not path.is_file():
@@ -320,7 +320,7 @@ class Recognizer:
         """
         from dataclasses import replace
 
-        from .train import embed, train
+        from utils.train import embed, train
 
         hparams = {"alpha": alpha}
         data = digits
@@ -363,22 +363,22 @@ class Recognizer:
 
 def default_path(seed: int = 0) -> Path:
     """Where the default recognizer is cached: `<cache>/demo/recognizer-<key>.pt`, the key covering
-    `RECIPE`, the seed, the source of `utils.demo`, `utils.ood` and the training code, and the digits'
+    `RECIPE`, the seed, the source of `app.recognizer`, `app.ood` and the training code, and the digits'
     content — so a change to any of them trains a new one."""
-    from . import data as D
-    from .cache import key as cache_key
-    from .train import TRAINING_CODE, data_fingerprint
+    from utils import data as D
+    from utils.cache import key as cache_key
+    from utils.train import TRAINING_CODE, data_fingerprint
 
     digits = D.load("mnist", fallback="digits")
     key = cache_key({**RECIPE, "seed": seed, "data": data_fingerprint(digits.x_train, digits.y_train)},
-                    code=(*TRAINING_CODE, "ood.py", "demo.py"))
+                    code=(*TRAINING_CODE, "app/ood.py", "app/recognizer.py"))
     return D.cache_dir() / "demo" / f"recognizer-{key}.pt"
 
 
 def outlier_set(n_each: int, seed: int = 0, fashion: torch.Tensor | None = None,
                 photos: torch.Tensor | None = None) -> torch.Tensor:
     """Pictures that are not digits, for outlier exposure, prepared by `to_mnist`: `n_each` of every
-    drawn family of `utils.ood.EXPOSED` (scribbles, strokes, shapes), and up to `n_each` of `fashion`
+    drawn family of `app.ood.EXPOSED` (scribbles, strokes, shapes), and up to `n_each` of `fashion`
     and `photos` (N×C×H×W uint8) when given."""
     parts = [ood.DRAWN[name](n_each, seed) for name in ood.EXPOSED]
     for extra in (fashion, photos):
@@ -428,12 +428,12 @@ def recipe_data(seed: int = 0, n_outliers_each: int = RECIPE["n_outliers_each"],
                 n_drawn: int = RECIPE["n_drawn"]) -> RecipeData:
     """The default recipe's data: MNIST (scikit-learn's digits offline without it) with `n_valid` training
     images held out for the threshold, plus `n_degraded` training digits at a lower resolution
-    (`degrade`) and `n_drawn` digits drawn with a pen (`utils.ood.drawn_digits`); and `outlier_set` of drawn strokes, scribbles and shapes, Fashion-MNIST's training
+    (`degrade`) and `n_drawn` digits drawn with a pen (`app.ood.drawn_digits`); and `outlier_set` of drawn strokes, scribbles and shapes, Fashion-MNIST's training
     images (when available) and crops of scikit-learn's photos (their left halves). `n_train`
     subsamples the digits per class (None: all)."""
     from dataclasses import replace
 
-    from . import data as D
+    from utils import data as D
 
     digits = D.load("mnist", fallback="digits")
     perm = torch.randperm(len(digits.y_train), generator=torch.Generator().manual_seed(seed))

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .rank_metrics import metrics_from_ranks
+from utils.rank_metrics import metrics_from_ranks
 
 METRICS = ("cosine", "euclidean")
 
