@@ -250,19 +250,6 @@ def test_image_data_select_renames_classes(digits):
     assert torch.equal(d.x_train[d.y_train == 0], digits.x_train[digits.y_train == 7])
 
 
-def test_sample_per_class_bounds_and_seeds():
-    x = torch.arange(100).view(100, 1, 1, 1)
-    y = torch.cat([torch.zeros(50), torch.ones(30), torch.full((20,), 2.0)]).long()
-    xa, ya = data.sample_per_class(x, y, 25, seed=0)
-    assert torch.bincount(ya).tolist() == [25, 25, 20]              # ≤ n per class, all of a small class
-    assert torch.equal(y[xa.flatten()], ya)                         # images keep their labels
-    assert (xa.flatten().diff() > 0).all()                          # original order, no duplicates
-    xb, _ = data.sample_per_class(x, y, 25, seed=0)
-    xc, _ = data.sample_per_class(x, y, 25, seed=1)
-    assert torch.equal(xa, xb) and not torch.equal(xa, xc)
-    assert data.sample_per_class(x, y, None)[0] is x
-
-
 def test_per_class_subsamples_both_splits(digits):
     d = digits.per_class(n_train=5, n_test=3, seed=0)
     assert torch.bincount(d.y_train).tolist() == [5] * 10

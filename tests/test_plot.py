@@ -40,32 +40,6 @@ def test_image_grid_titles_and_layout():
         plot.image_grid(x[:0])
 
 
-def test_misclassified_shows_the_most_confident_mistakes_first():
-    x = torch.zeros(4, 1, 8, 8, dtype=torch.uint8)
-    y = torch.tensor([0, 1, 1, 0])
-    probs = torch.tensor([[0.9, 0.1], [0.7, 0.3], [0.95, 0.05], [0.2, 0.8]])
-    fig = plot.misclassified(x, y, probs, ["zero", "one"], n=10, ncols=4)
-    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
-    assert titles == ["zero (0.95) / one", "one (0.80) / zero", "zero (0.70) / one"]
-    with pytest.raises(ValueError):
-        plot.misclassified(x, probs.argmax(1), probs, ["zero", "one"])
-
-
-def test_norm_plots():
-    g = torch.Generator().manual_seed(0)
-    norms, conf = torch.rand(200, generator=g) * 10, torch.rand(200, generator=g)
-    correct = torch.rand(200, generator=g) > 0.2
-    assert len(plot.norm_hist(norms, correct).axes) == 1
-    fig = plot.norm_vs_confidence(norms, conf, correct, max_points=50)
-    wrong_points = fig.axes[0].collections[1].get_offsets()
-    assert len(wrong_points) == int((~correct).sum())  # every mistake is drawn
-
-
-def test_lr_find_plot_is_log_x():
-    fig = plot.lr_find(pd.DataFrame({"lr": [1e-4, 1e-3, 1e-2], "loss": [2.0, 1.0, 3.0]}))
-    assert fig.axes[0].get_xscale() == "log"
-
-
 def test_image_grid_one_colormap_and_range_for_all_gray_images():
     dark, bright = torch.full((1, 8, 8), 0.1), torch.full((1, 8, 8), 0.9)
     fig = plot.image_grid(torch.stack([dark, bright]), ncols=2)
@@ -81,29 +55,6 @@ def roc_inputs(n_normal=500, n_anomalies=50):
     g = torch.Generator().manual_seed(0)
     lab = torch.arange(n_normal + n_anomalies) >= n_normal
     return torch.rand(len(lab), generator=g) + lab.float(), lab
-
-
-def test_roc_curves_log_fpr_axis_and_marker():
-    s, lab = roc_inputs()
-    ax = plot.roc_curves({"kNN": (s, lab)}).axes[0]
-    assert ax.get_xscale() == "linear" and ax.get_xlim() == (0, 1)
-    assert len(ax.lines) == 2                                   # the curve and the chance diagonal
-
-    ax = plot.roc_curves({"kNN": (s, lab), "perfect": (lab.float(), lab)}, log_fpr=True, mark_fpr=0.01).axes[0]
-    assert ax.get_xscale() == "log"
-    assert ax.get_xlim() == pytest.approx((1 / 500, 1))        # 1 / number of negatives, above 1e-4
-    chance = ax.lines[2]                                        # curves first, then chance, then the marker
-    assert chance.get_linestyle() == "--" and len(chance.get_xdata()) > 2  # a curve, not a 2-point line
-    assert min(chance.get_xdata()) == pytest.approx(1 / 500)
-    assert all(min(line.get_xdata()) >= 1 / 500 for line in ax.lines[:2])  # FPR 0 drawn at the left edge
-    marker = ax.lines[3]
-    assert marker.get_linestyle() == ":" and list(marker.get_xdata()) == [0.01, 0.01]
-    assert [t.get_text() for t in ax.get_legend().get_texts()][-1] == "1 % FPR"
-
-    s, lab = roc_inputs(n_normal=50_000, n_anomalies=10)
-    ax = plot.roc_curves({"kNN": (s, lab)}, log_fpr=True).axes[0]
-    assert ax.get_xlim() == pytest.approx((1e-4, 1))           # never below 1e-4
-    assert not [t for t in ax.get_legend().get_texts() if "FPR" in t.get_text()]  # no marker unless asked
 
 
 def blob_features(d, n_per=30):

@@ -297,19 +297,6 @@ def test_embed_float32_cpu_shape_and_batching(learned, small_digits):
     assert train.embed(model, x[:0]).shape == (0, 16)
 
 
-def test_lr_find_increasing_lr_and_model_untouched(tiny_digits):
-    model = tiny_net()
-    head = losses.make("l2softmax", emb_dim=8, n_classes=10, learn_alpha=True)
-    before = state(model, head)
-    df = train.lr_find(model, head, tiny_digits.x_train, tiny_digits.y_train,
-                       start=1e-4, end=1.0, steps=12, bs=16, device="cpu")
-    assert isinstance(df, pd.DataFrame) and list(df.columns) == ["lr", "loss"]
-    assert 2 <= len(df) <= 12
-    assert df["lr"].iloc[0] == pytest.approx(1e-4) and (df["lr"].diff().dropna() > 0).all()
-    assert df["loss"].notna().all()
-    assert same_state(before, state(model, head))
-
-
 # ----------------------------------------------------------------------------- precision, schedule, metrics
 @pytest.mark.parametrize("device,capability,expected", [
     ("cpu", None, (None, False)),

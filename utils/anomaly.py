@@ -219,12 +219,6 @@ def threshold(model, contamination: float | None = None) -> float:
     return float(np.percentile(model.negative_outlier_factor_, 100.0 * contamination))
 
 
-def normal_rate(model, test: torch.Tensor, contamination: float | None = None) -> float:
-    """Fraction of `test` the fitted LOF keeps as inliers (its `predict` == +1 when `contamination`
-    is None; otherwise the same rule with the threshold `contamination` would have given)."""
-    return float((model.score_samples(_numpy(test)) >= threshold(model, contamination)).mean())
-
-
 # ----------------------------------------------------------------------------- reconstruction errors
 @torch.no_grad()
 def reconstruct(model: torch.nn.Module, x: torch.Tensor, bs: int = 1024,

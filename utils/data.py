@@ -870,15 +870,6 @@ def select_classes(x: torch.Tensor, y: torch.Tensor, classes: list[int],
     return x, y
 
 
-def sample_per_class(x: torch.Tensor, y: torch.Tensor, n: int | None,
-                     seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """At most `n` random samples of every class (seeded), in original order. None keeps all."""
-    if n is None:
-        return x, y
-    idx = per_class_index(y, n, seed)
-    return x[idx], y[idx]
-
-
 def per_class_index(y: torch.Tensor, n: int | None, seed: int = 0) -> torch.Tensor:
     """Indices of at most `n` random samples of every class (seeded), ascending. None: all of them."""
     if n is None:

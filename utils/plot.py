@@ -69,57 +69,6 @@ def image_grid(images: torch.Tensor, titles: list[str] | None = None, ncols: int
     return fig
 
 
-def misclassified(x: torch.Tensor, y_true: torch.Tensor, probs: torch.Tensor, classes: list[str],
-                  n: int = 30, ncols: int = 10) -> plt.Figure:
-    """The `n` most confidently wrong test images, titled 'predicted (p) / true'."""
-    pred = probs.argmax(1)
-    wrong = torch.nonzero(pred != y_true).flatten()
-    if len(wrong) == 0:
-        raise ValueError("no misclassified images")
-    conf = probs[wrong, pred[wrong]]
-    wrong = wrong[conf.argsort(descending=True)][:n]
-    titles = [f"{classes[pred[i]]} ({probs[i, pred[i]]:.2f}) / {classes[y_true[i]]}" for i in wrong]
-    return image_grid(x[wrong], titles, ncols=ncols,
-                      title=f"{int((pred != y_true).sum())} misclassified of {len(y_true):,}: predicted (p) / true")
-
-
-def norm_hist(norms: torch.Tensor, correct: torch.Tensor, bins: int = 50) -> plt.Figure:
-    """Embedding-norm histograms for correctly and wrongly classified samples (densities)."""
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    df = pd.DataFrame({"‖embedding‖": norms.numpy(),
-                       "prediction": np.where(correct.numpy(), "correct", "wrong")})
-    sns.histplot(df, x="‖embedding‖", hue="prediction", stat="density", common_norm=False,
-                 bins=bins, ax=ax, hue_order=["correct", "wrong"])
-    ax.set_title("embedding norms, test set")
-    fig.tight_layout()
-    return fig
-
-
-def norm_vs_confidence(norms: torch.Tensor, confidence: torch.Tensor, correct: torch.Tensor,
-                       max_points: int = 5000, seed: int = 0) -> plt.Figure:
-    """Scatter of embedding norm against the top softmax probability, wrong predictions highlighted."""
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(norms), generator=g)[:max_points]
-    idx = torch.cat([idx, torch.nonzero(~correct).flatten()]).unique()
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    c, n, p = correct[idx].numpy(), norms[idx].numpy(), confidence[idx].numpy()
-    ax.scatter(n[c], p[c], s=4, alpha=0.3, label="correct")
-    ax.scatter(n[~c], p[~c], s=14, color="crimson", label="wrong")
-    ax.set(xlabel="‖embedding‖", ylabel="max softmax probability", title="norm vs confidence (test set)")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    return fig
-
-
-def lr_find(df: pd.DataFrame) -> plt.Figure:
-    """Loss against learning rate from `utils.train.lr_find`."""
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.plot(df["lr"], df["loss"])
-    ax.set(xscale="log", xlabel="learning rate", ylabel="smoothed loss", title="learning-rate range test")
-    fig.tight_layout()
-    return fig
-
-
 def _class_legend(ax: plt.Axes, markerscale: float = 4) -> None:
     """One legend entry per labelled scatter (class), right of `ax`, markers enlarged and opaque."""
     leg = ax.legend(fontsize="x-small", markerscale=markerscale, loc="center left", bbox_to_anchor=(1, 0.5),
@@ -216,40 +165,6 @@ def projection_grid(panels: dict[tuple[str, str], tuple[np.ndarray, torch.Tensor
     return fig
 
 
-def roc_curves(curves: dict[str, tuple[torch.Tensor, torch.Tensor]], ax: plt.Axes | None = None,
-               title: str = "ROC: anomalies vs normal test samples", log_fpr: bool = False,
-               mark_fpr: float | None = None) -> plt.Figure:
-    """ROC curves of `{label: (scores, is_anomaly)}` (higher score = more anomalous), AUROC in the legend.
-
-    `log_fpr` puts the false-positive rate on a log axis, from the smallest rate the data resolve
-    (1 / number of negatives, but not below 1e-4) up to 1; rates below that are drawn at the left edge.
-    `mark_fpr` (e.g. 0.01) adds a dotted vertical line there, labelled "1 % FPR" in the legend.
-    The dashed gray line is chance (TPR = FPR), a curve on the log axis.
-    """
-    from . import anomaly
-
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(4.5, 4))
-    rocs = {label: (*anomaly.roc(scores, is_anomaly), anomaly.auroc(scores, is_anomaly),
-                    int((~torch.as_tensor(is_anomaly).bool()).sum()))
-            for label, (scores, is_anomaly) in curves.items()}
-    n_neg = max((n for *_, n in rocs.values()), default=0)
-    lo = (max(1e-4, 1 / n_neg) if n_neg else 1e-4) if log_fpr else 0.0
-    for label, (fpr, tpr, auc, _) in rocs.items():
-        ax.plot(np.maximum(fpr, lo), tpr, label=f"{label} (AUROC {auc:.3f})")
-    chance = np.logspace(np.log10(lo), 0, 200) if log_fpr else np.array([0.0, 1.0])
-    ax.plot(chance, chance, ls="--", color="gray", lw=1)
-    if mark_fpr is not None:
-        ax.axvline(mark_fpr, ls=":", color="black", lw=1, label=f"{mark_fpr * 100:g} % FPR")
-    if log_fpr:
-        ax.set_xscale("log")
-    ax.set(xlabel="false-positive rate" + (" (log)" if log_fpr else ""), ylabel="true-positive rate",
-           xlim=(lo, 1), ylim=(0, 1.01), title=title)
-    ax.legend(fontsize="small", loc="lower right")
-    ax.figure.tight_layout()
-    return ax.figure
-
-
 def score_hist(scores: dict[str, torch.Tensor], ax: plt.Axes | None = None, bins: int = 50,
                xlabel: str = "anomaly score", title: str = "") -> plt.Figure:
     """Overlaid density histograms of several score sets (e.g. normal / Fashion / CIFAR) on shared bins."""
@@ -283,35 +198,3 @@ def pairs(queries: torch.Tensor, matches: torch.Tensor, titles: list[str] | None
     return image_grid(images, labels, ncols=m, size=size, title=title)
 
 
-def reconstructions(images: torch.Tensor, recons: torch.Tensor, titles: list[str] | None = None,
-                    n: int = 10, size: float = 1.15, title: str | None = None) -> plt.Figure:
-    """Three rows per image: the input, an autoencoder's reconstruction, and the error map |input − output|
-    (the channels' mean; one colour scale for the whole figure, so errors compare across images)."""
-    m = min(n, len(images), len(recons))
-    if m == 0:
-        raise ValueError("no images to show")
-    x = images[:m].detach().cpu().float()
-    x = x / 255 if images.dtype == torch.uint8 else x
-    r = recons[:m].detach().cpu().float()
-    if x.shape != r.shape:
-        raise ValueError(f"images {tuple(x.shape)} and reconstructions {tuple(r.shape)} differ in shape")
-    err = (x - r).abs().mean(1)
-    vmax = max(float(err.max()), 1e-6)
-    fig, axes = plt.subplots(3, m, figsize=(size * m, size * 3 + (0.35 if title else 0)), squeeze=False)
-    for j in range(m):
-        for i, (img, kw) in enumerate(((x[j], {}), (r[j], {}), (err[j], {"cmap": "magma", "vmin": 0, "vmax": vmax}))):
-            ax = axes[i, j]
-            if i < 2:
-                ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy() if img.shape[0] == 3 else img[0].numpy(),
-                          cmap=None if img.shape[0] == 3 else "gray", vmin=0, vmax=1)
-            else:
-                ax.imshow(img.numpy(), **kw)
-            ax.set_xticks([]), ax.set_yticks([])
-        if titles is not None:
-            axes[0, j].set_title(str(titles[j]), fontsize=8)
-    for i, label in enumerate(("input", "output", "|error|")):
-        axes[i, 0].set_ylabel(label, fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig

@@ -307,41 +307,6 @@ def accuracy(model: nn.Module, head: nn.Module, x: torch.Tensor, y: torch.Tensor
     return (predict(model, head, x)[1].argmax(1) == y.cpu()).float().mean().item()
 
 
-def lr_find(model: nn.Module, head: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-            start: float = 1e-5, end: float = 1.0, steps: int = 100, bs: int = 128,
-            seed: int = 0, device: torch.device | str | None = None) -> pd.DataFrame:
-    """Learning-rate range test (Smith 2015, fastai's lr_find): exponentially growing lr, smoothed loss.
-
-    Runs on copies, so `model` and `head` are left untouched. Stops when the loss explodes.
-    """
-    import copy
-
-    device = torch.device(device) if device is not None else default_device()
-    m, h = copy.deepcopy(model).to(device), copy.deepcopy(head).to(device)
-    opt = torch.optim.AdamW(param_groups(m, h, start, 0.0), lr=start)
-    g = torch.Generator(device=device).manual_seed(seed)
-    x, y = x.to(device), y.to(device)
-    rows, avg, best = [], 0.0, float("inf")
-    for i in range(steps):
-        lr = start * (end / start) ** (i / (steps - 1))
-        for gr in opt.param_groups:
-            gr["lr"] = lr
-        idx = torch.randint(0, len(y), (bs,), generator=g, device=device)
-        loss = h(m(x[idx]), y[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if hasattr(h, "step"):
-            h.step()
-        avg = 0.98 * avg + 0.02 * loss.item()
-        smooth = avg / (1 - 0.98 ** (i + 1))
-        rows.append({"lr": lr, "loss": smooth})
-        best = min(best, smooth)
-        if not math.isfinite(smooth) or smooth > 4 * best:
-            break
-    return pd.DataFrame(rows)
-
-
 # ----------------------------------------------------------------------------- cached training
 @dataclass
 class Trained:
