@@ -177,5 +177,5 @@ def test_alphabet_episodes_draw_across_small_alphabets_and_refuse_too_few():
     assert set(alphabet_of[sorted(used)].tolist()) == {0, 2}                            # never alphabet B
     with pytest.raises(ValueError, match="need 8 characters"):
         O.alphabet_episodes(data, ["A", "C"], n_way=8)
-    with pytest.raises(ValueError, match="not in the data"):
+    with pytest.raises(ValueError, match="alphabets of the data"):
         O.alphabet_episodes(data, ["Z"])

@@ -98,16 +98,18 @@ class SuperResolution(nn.Module):
             raise ValueError(f"convs (conv-BN-ReLU layers per 2× upsampling) must be >= 1, got {convs!r}")
         self.factor, self.convs = factor, int(convs)
         n = (factor.bit_length() - 1) * self.convs
-        self.up = nn.ModuleList(conv_bn_relu(in_channels if i == 0 else width, width) for i in range(n))
+        self.up = nn.ModuleList(nn.Sequential(nn.Conv2d(in_channels if i == 0 else width, width, 3, padding=1, bias=False),
+                                              nn.BatchNorm2d(width), nn.ReLU(inplace=True)) for i in range(n))   # conv-BN-ReLU
         self.out = nn.Conv2d(width, in_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.max_pool2d(to_unit(x), self.factor)            # the fixed encoder: a coarse copy
+        h = F.max_pool2d(x.float().div(255) if x.dtype == torch.uint8 else x, self.factor)   # the fixed encoder: a coarse copy
         for i, block in enumerate(self.up):
             if i % self.convs == 0:                           # each level: upsample 2×, then its `convs` layers
                 h = F.interpolate(h, scale_factor=2, mode="nearest")
             h = block(h)
-        return same_size(torch.sigmoid(self.out(h)), x)
+        out = torch.sigmoid(self.out(h))
+        return out if out.shape[-2:] == x.shape[-2:] else F.interpolate(out, size=x.shape[-2:], mode="nearest")
 
 
 def superres_article(in_channels: int = 1, emb_dim: int | None = None, width: int = 8, factor: int = 4) -> SuperResolution:
@@ -139,7 +141,7 @@ class DCAE(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2:] != (28, 28):
             raise ValueError(f"DCAE is Ruff et al.'s MNIST network: it takes 28×28 images, got {tuple(x.shape[-2:])}")
-        h = F.max_pool2d(F.leaky_relu(self.bn1(self.conv1(to_unit(x)))), 2)
+        h = F.max_pool2d(F.leaky_relu(self.bn1(self.conv1(x.float().div(255) if x.dtype == torch.uint8 else x))), 2)
         h = F.max_pool2d(F.leaky_relu(self.bn2(self.conv2(h))), 2)
         return self.fc1(h.flatten(1))
 

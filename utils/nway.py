@@ -3,10 +3,48 @@
 """Saved from the notebooks' lesson cells (`#@save nway`)."""
 import torch
 import torch.nn.functional as F
+from collections import namedtuple
 from typing import Callable
 
 
-# ---- defined in notebooks/10_one_shot_omniglot.ipynb, cell 7
+# ---- defined in notebooks/10_one_shot_omniglot.ipynb, cell 6
+Episode = namedtuple("Episode", "name support query answer")   # query i shows support character answer[i]
+
+
+def alphabet_episodes(data, alphabets: list[str], n_episodes: int = 40, n_way: int = 20, seed: int = 0) -> list[Episode]:
+    """N-way one-shot episodes from the characters of `alphabets` (Omniglot as `utils.data.load("omniglot")` gives
+    it: `info` holds `alphabets` and per-image `alphabet_*` and `drawer_*`; both splits are used). Seeded."""
+    names = list(data.info["alphabets"])
+    if not alphabets or any(a not in names for a in alphabets):
+        raise ValueError(f"choose one or more alphabets of the data ({names}), not {list(alphabets)}")
+    x, y = torch.cat([data.x_train, data.x_test]), torch.cat([data.y_train, data.y_test])
+    alpha = torch.cat([data.info["alphabet_train"], data.info["alphabet_test"]])
+    drawer = torch.cat([data.info["drawer_train"], data.info["drawer_test"]])
+    chars = {a: sorted(set(y[alpha == names.index(a)].tolist())) for a in alphabets}
+    groups = [(a, chars[a]) for a in alphabets]
+    if any(len(c) < n_way for c in chars.values()):                     # too few in one: pool them all
+        groups = [("mixed", sorted(c for a in alphabets for c in chars[a]))]
+        if len(groups[0][1]) < n_way:
+            raise ValueError(f"{n_way}-way episodes need {n_way} characters; {list(alphabets)} have {len(groups[0][1])}")
+    where = {(c, d): i for i, (c, d) in enumerate(zip(y.tolist(), drawer.tolist()))}   # (character, drawer) -> image
+    drawers: dict[int, set[int]] = {}
+    for c, d in where:
+        drawers.setdefault(c, set()).add(d)
+    g, episodes = torch.Generator().manual_seed(seed), []
+    for k in range(n_episodes):
+        group, pool = groups[k % len(groups)]
+        picked = [pool[i] for i in torch.randperm(len(pool), generator=g)[:n_way].tolist()]
+        common = sorted(set.intersection(*(drawers[ch] for ch in picked)))
+        if len(common) < 2:
+            raise ValueError(f"episode {k}: the {n_way} characters picked from {group} share fewer than two drawers")
+        a, b = (common[i] for i in torch.randperm(len(common), generator=g)[:2].tolist())
+        order = torch.randperm(n_way, generator=g)                          # query i shows character order[i]
+        episodes.append(Episode(f"val{k + 1:02d} {group}", x[[where[ch, a] for ch in picked]],
+                                x[[where[picked[j], b] for j in order.tolist()]], order.to(torch.int64)))
+    return episodes
+
+
+# ---- defined in notebooks/10_one_shot_omniglot.ipynb, cell 10
 SIMILARITIES = {"cosine": lambda a, b: F.cosine_similarity(a.float(), b.float(), dim=1),       # rows -> N, higher =
                 "euclidean": lambda a, b: -(a.float() - b.float()).norm(dim=1)}                # more alike
 
@@ -27,3 +65,30 @@ def nway_accuracy(support: torch.Tensor, query: torch.Tensor, answer: torch.Tens
     """N-way one-shot: the fraction of queries whose most similar support image is the right one."""
     sim = similarity_matrix(query, support, similarity)
     return float((sim.argmax(1).cpu() == torch.as_tensor(answer).cpu()).float().mean())
+
+
+# ---- defined in notebooks/10_one_shot_omniglot.ipynb, cell 20
+Embed = Callable[[torch.Tensor], torch.Tensor]
+SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+
+
+def shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Images moved by (dy, dx) pixels, zero fill (no wrap-around)."""
+    h, w = x.shape[-2:]
+    out = torch.zeros_like(x)
+    out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        x[..., max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out
+
+
+def with_tta(embed: Embed, shifts: tuple[tuple[int, int], ...] = SHIFTS) -> Embed:
+    """Test-time augmentation: the mean of the L2-normalized embeddings of shifted copies of each image."""
+    return lambda x: torch.stack([F.normalize(embed(shifted(x, dy, dx)).float(), dim=1) for dy, dx in shifts]).mean(0)
+
+
+def ensemble(*embeds: Embed) -> Embed:
+    """Several embeddings as one: L2-normalized, side by side, scaled by 1/√m so that the cosine of two
+    concatenations is the mean of the members' cosines."""
+    if not embeds:
+        raise ValueError("an ensemble needs at least one embedding function")
+    return lambda x: torch.cat([F.normalize(e(x).float(), dim=1) for e in embeds], 1) / len(embeds) ** 0.5

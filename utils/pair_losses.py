@@ -170,7 +170,7 @@ class SiameseHead(nn.Module):
         return F.binary_cross_entropy_with_logits(self.pair_logits(x[i], x[j]), same)
 
 
-# ---- defined in notebooks/10_one_shot_omniglot.ipynb, cell 12
+# ---- defined in notebooks/10_one_shot_omniglot.ipynb, cell 15
 class PrototypicalHead(nn.Module):
     """Prototypical networks (Snell et al. 2017): each P×K batch is an episode; queries are classified by a softmax
     over −‖f(x) − c_k‖², c_k the mean embedding of class k's support (the first ⌊K/2⌋ images, at least one)."""
