@@ -102,6 +102,9 @@ def _calls() -> dict:
             "fit_mahalanobis": lambda f: f(x, y)[1], "mahalanobis_score": lambda f: f(x, x[:3], torch.eye(8, dtype=torch.double)),
             "similarity_matrix": lambda f: f(x[:5], x[5:]), "nway_accuracy": lambda f: torch.tensor(f(x[:5], x[:5], torch.arange(5))),
             "alphabet_episodes": lambda f: torch.stack([e.answer.float() for e in f(_tiny_omniglot(), ["a", "b"], 3, n_way=3)]),
+            "balanced_pairs": lambda f: torch.stack(f(y)).float(), "pair_similarity": lambda f: f(x, *f.__globals__["balanced_pairs"](y)[:2]),
+            "best_threshold": lambda f: torch.tensor(f(torch.linspace(0, 1, 6), torch.tensor([0, 0, 0, 1, 1, 1]).bool())),
+            "verification": lambda f: torch.tensor(list(f(x, y, x, y).values()), dtype=torch.float),
             "shifted": lambda f: f(images, 1, -1), "with_tta": lambda f: f(lambda t: t.flatten(1))(images),
             "ensemble": lambda f: f(lambda t: t.flatten(1), lambda t: t.flatten(1) ** 2)(images),
             "inputs": (x, y, images)}
