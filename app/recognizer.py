@@ -375,16 +375,55 @@ def default_path(seed: int = 0) -> Path:
     return D.cache_dir() / "demo" / f"recognizer-{key}.pt"
 
 
+# Omniglot's alphabets (offline: the two minimal background sets), split before anything was measured:
+# outlier exposure trains on the first group, the score is chosen on the second, the third is only reported.
+CHARACTER_SPLIT = {"exposed": ("Balinese", "Japanese_(katakana)", "Korean", "Sanskrit"),
+                   "choice": ("Early_Aramaic", "Tagalog"),
+                   "report": ("Greek", "Latin")}
+LATIN = "abcdefghijklmnopqrstuvwxyz"   # Omniglot's Latin characters 01–26 are these letters, handwritten
+LOOKALIKES = {"b": 6, "g": 9, "i": 1, "l": 1, "o": 0, "q": 9, "s": 5, "z": 2}   # letters a digit can look like
+
+
+def characters(omniglot, group: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every drawing (both splits, all drawers) of the alphabets of `CHARACTER_SPLIT[group]` in `omniglot`
+    (`utils.data.load("omniglot")`): (N×1×H×W uint8 images, class ids into `omniglot.classes`)."""
+    if group not in CHARACTER_SPLIT:
+        raise ValueError(f"unknown group {group!r}: choose one of {list(CHARACTER_SPLIT)}")
+    names = list(omniglot.info["alphabets"])
+    missing = [a for a in CHARACTER_SPLIT[group] if a not in names]
+    if missing:
+        raise ValueError(f"the Omniglot data lacks the alphabets {missing} (it has {names}): load the background set")
+    alpha = torch.cat([omniglot.info["alphabet_train"], omniglot.info["alphabet_test"]])
+    pick = torch.isin(alpha, torch.tensor([names.index(a) for a in CHARACTER_SPLIT[group]]))
+    return torch.cat([omniglot.x_train, omniglot.x_test])[pick], torch.cat([omniglot.y_train, omniglot.y_test])[pick]
+
+
+def letter(class_name: str) -> str | None:
+    """The Latin letter an Omniglot class name ("Latin/character03") stands for ("c"), else None."""
+    alphabet, _, char = class_name.partition("/")
+    return LATIN[int(char[-2:]) - 1] if alphabet == "Latin" else None
+
+
+def turned_characters(characters: torch.Tensor, n_each: int, seed: int = 0) -> torch.Tensor:
+    """Up to `n_each` handwritten characters (N×C×H×W uint8, drawn at random, seeded) prepared by `to_mnist`,
+    each also turned by 90°, 180° and 270°: more shapes that are not digits, as notebook 10 turns characters."""
+    c = batch_to_mnist(characters[torch.randperm(len(characters), generator=torch.Generator().manual_seed(seed))[:n_each]])[0]
+    return torch.cat([c.rot90(k, (2, 3)) for k in range(4)])
+
+
 def outlier_set(n_each: int, seed: int = 0, fashion: torch.Tensor | None = None,
-                photos: torch.Tensor | None = None) -> torch.Tensor:
+                photos: torch.Tensor | None = None, characters: torch.Tensor | None = None) -> torch.Tensor:
     """Pictures that are not digits, for outlier exposure, prepared by `to_mnist`: `n_each` of every
-    drawn family of `app.ood.EXPOSED` (scribbles, strokes, shapes), and up to `n_each` of `fashion`
-    and `photos` (N×C×H×W uint8) when given."""
+    drawn family of `app.ood.EXPOSED` (scribbles, strokes, shapes), up to `n_each` of `fashion` and
+    `photos` (N×C×H×W uint8) when given, and `turned_characters` of `characters` (last)."""
     parts = [ood.DRAWN[name](n_each, seed) for name in ood.EXPOSED]
     for extra in (fashion, photos):
         if extra is not None:
             parts.append(extra[torch.randperm(len(extra), generator=torch.Generator().manual_seed(seed))[:n_each]])
-    return torch.cat([batch_to_mnist(p)[0] for p in parts])
+    out = [batch_to_mnist(p)[0] for p in parts]
+    if characters is not None and len(characters):
+        out.append(turned_characters(characters, n_each, seed))
+    return torch.cat(out)
 
 
 RECIPE = dict(n_outliers_each=3000, n_degraded=15000, n_drawn=5000, epochs=2, score="energy", keep=0.995, n_valid=5000)
@@ -416,21 +455,26 @@ def degrade(x: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]
 
 @dataclass
 class RecipeData:
-    """What a recognizer is trained and calibrated on: the training digits (MNIST's training images but
-    the validation ones), the validation digits (prepared 28×28) and the outlier-exposure pictures."""
+    """What a recognizer is trained and calibrated on: the training digits (MNIST's training images but the
+    validation ones), the validation digits (28×28, for the threshold) and the outlier-exposure pictures
+    (through `to_mnist`); `notes` say what could not be had."""
     digits: "ImageData"  # noqa: F821
     valid: torch.Tensor
     outliers: torch.Tensor
+    notes: list[str] = field(default_factory=list)
+    n_characters: int = 0          # the last `n_characters` outliers are the handwritten characters and their turns
 
 
 def recipe_data(seed: int = 0, n_outliers_each: int = RECIPE["n_outliers_each"], n_valid: int = RECIPE["n_valid"],
                 n_train: int | None = None, n_degraded: int = RECIPE["n_degraded"],
-                n_drawn: int = RECIPE["n_drawn"]) -> RecipeData:
+                n_drawn: int = RECIPE["n_drawn"], with_characters: bool = False) -> RecipeData:
     """The default recipe's data: MNIST (scikit-learn's digits offline without it) with `n_valid` training
     images held out for the threshold, plus `n_degraded` training digits at a lower resolution
-    (`degrade`) and `n_drawn` digits drawn with a pen (`app.ood.drawn_digits`); and `outlier_set` of drawn strokes, scribbles and shapes, Fashion-MNIST's training
-    images (when available) and crops of scikit-learn's photos (their left halves). `n_train`
-    subsamples the digits per class (None: all)."""
+    (`degrade`) and `n_drawn` digits drawn with a pen (`app.ood.drawn_digits`); and `outlier_set` of drawn
+    strokes, scribbles and shapes, Fashion-MNIST's training images (when available), crops of scikit-learn's
+    photos (their left halves) and, `with_characters` (not in the default recipe), the handwritten characters
+    of the exposed Omniglot alphabets (`CHARACTER_SPLIT`, `turned_characters`). `n_train` subsamples the
+    digits per class (None: all)."""
     from dataclasses import replace
 
     from utils import data as D
@@ -448,12 +492,22 @@ def recipe_data(seed: int = 0, n_outliers_each: int = RECIPE["n_outliers_each"],
     train_digits = replace(train_digits, x_train=torch.cat([train_digits.x_train, low, pen]),
                            y_train=torch.cat([train_digits.y_train, train_digits.y_train[pick][kept], labels[drawn_kept]]),
                            name=f"{train_digits.name}+{len(low)} at low resolution+{len(pen)} drawn")
+    notes = []
     try:
         fashion = D.load("fashion_mnist").x_train
     except D.DataNotFound:
         fashion = None
+        notes.append("no Fashion-MNIST here: outlier exposure goes without it")
+    chars = None
+    if with_characters:
+        try:
+            chars = characters(D.load("omniglot"), "exposed")[0]
+        except D.DataNotFound:
+            notes.append("no Omniglot here: outlier exposure goes without handwritten characters")
     photos = D.load_photos(n_train=n_outliers_each, n_test=1, size=64, seed=seed).x_train
-    return RecipeData(train_digits, digits.x_train[valid], outlier_set(n_outliers_each, seed, fashion, photos))
+    turned = turned_characters(chars, n_outliers_each, seed) if chars is not None else torch.zeros(0, 1, SIDE, SIDE, dtype=torch.uint8)
+    outliers = torch.cat([outlier_set(n_outliers_each, seed, fashion, photos), turned])
+    return RecipeData(train_digits, digits.x_train[valid], outliers, notes, len(turned))
 
 
 def default_recipe(seed: int = 0, progress: bool | None = False, **overrides) -> Recognizer:

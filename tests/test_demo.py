@@ -263,3 +263,65 @@ def test_a_large_photo_is_prepared_quickly():
     x = demo.to_mnist(img)
     assert time.perf_counter() - t0 < 5
     assert 0.55 * demo.MNIST_THICKNESS <= demo.stroke_width(x > demo.INK * 255) <= 1.9 * demo.MNIST_THICKNESS
+
+
+# ----------------------------------------------------------------------------- characters that are not digits
+def _omniglot_like(alphabets: list[str], per: int = 3):
+    """A stand-in for `data.load("omniglot")`: `per` characters per alphabet, two drawers each; every image's
+    pixels hold its class id, so where an image came from can be read off it."""
+    from types import SimpleNamespace
+
+    n = len(alphabets) * per
+    y = torch.arange(n).repeat_interleave(2)
+    x = y.to(torch.uint8)[:, None, None, None].expand(-1, 1, 8, 8).clone()
+    info = {"alphabets": alphabets, "alphabet_train": y // per, "drawer_train": torch.arange(len(y)) % 2,
+            "alphabet_test": torch.zeros(0, dtype=torch.long), "drawer_test": torch.zeros(0, dtype=torch.long)}
+    classes = [f"{a}/character{i + 1:02d}" for a in alphabets for i in range(per)]
+    return SimpleNamespace(x_train=x, y_train=y, x_test=x[:0], y_test=y[:0], info=info, classes=classes)
+
+
+def test_the_character_split_keeps_alphabets_apart():
+    """Exposed, choice and report alphabets are disjoint; `characters` returns only its group's drawings (every
+    drawer); the recipe exposes only the exposed group."""
+    groups = [set(demo.CHARACTER_SPLIT[g]) for g in ("exposed", "choice", "report")]
+    assert all(groups) and not (groups[0] & groups[1] or groups[0] & groups[2] or groups[1] & groups[2])
+    assert "Latin" in demo.CHARACTER_SPLIT["report"]
+    alphabets = sorted(set().union(*groups))
+    om = _omniglot_like(alphabets)
+    for g, names in zip(("exposed", "choice", "report"), groups):
+        x, y = demo.characters(om, g)
+        assert {om.classes[c].split("/")[0] for c in y.tolist()} == names
+        assert len(y) == 2 * 3 * len(names) and torch.equal(x[:, 0, 0, 0].long(), y)     # the images of those classes
+    with pytest.raises(ValueError, match="unknown group"):
+        demo.characters(om, "train")
+    with pytest.raises(ValueError, match="lacks the alphabets"):
+        demo.characters(_omniglot_like(["Greek"]), "report")
+    assert [demo.letter(f"Latin/character{i:02d}") for i in (1, 3, 26)] == ["a", "c", "z"]
+    assert demo.letter("Greek/character01") is None and set(demo.LOOKALIKES) < set(demo.LATIN)
+
+
+def test_the_recipe_exposes_only_the_exposed_alphabets(monkeypatch):
+    """`recipe_data(with_characters=True)` asks for the exposed group and nothing else, and its last `n_characters` outliers are those
+    characters, each with its three 90° turns."""
+    asked = []
+    real = demo.characters
+
+    def spy(om, group):
+        asked.append(group)
+        return real(om, group)
+
+    alphabets = sorted(set().union(*map(set, demo.CHARACTER_SPLIT.values())))
+    loads = {"omniglot": _omniglot_like(alphabets)}
+    real_load = data.load
+    monkeypatch.setattr(demo, "characters", spy)
+    monkeypatch.setattr(data, "load", lambda name, *a, **kw: loads[name] if name in loads else real_load(name, *a, **kw))
+    monkeypatch.setattr(demo, "batch_to_mnist", lambda x: (x[:, :1, :1, :1].expand(-1, 1, 28, 28).clone(), torch.arange(len(x))))
+    rd = demo.recipe_data(0, n_outliers_each=50, n_valid=100, n_train=5, n_degraded=10, n_drawn=10, with_characters=True)
+    assert demo.recipe_data.__defaults__[-1] is False          # the default recipe goes without them
+    assert asked == ["exposed"]
+    tail = rd.outliers[len(rd.outliers) - rd.n_characters:]
+    ids = set(tail[:, 0, 0, 0].tolist())
+    exposed = {c for c, name in enumerate(loads["omniglot"].classes) if name.split("/")[0] in demo.CHARACTER_SPLIT["exposed"]}
+    assert rd.n_characters == 4 * 2 * 3 * 4 and ids == exposed
+
+
