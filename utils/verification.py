@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 
-# ---- defined in notebooks/09_siamese_triplets_faces.ipynb, cell 19
+# ---- defined in notebooks/09_siamese_triplets_faces.ipynb, cell 18
 PAIR_SIMILARITIES = {"cosine": lambda a, b: F.cosine_similarity(a.float(), b.float(), dim=1),   # rows -> N,
                      "euclidean": lambda a, b: -(a.float() - b.float()).norm(dim=1)}            # higher = more alike
 
