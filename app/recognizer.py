@@ -587,7 +587,7 @@ def variants(models: dict[str, Recognizer], train: tuple[torch.Tensor, torch.Ten
         emb = rec.scores(train[0])["emb"]
         for score in scores:
             r = Recognizer(rec.model, rec.head, ood.make_scorer(score).fit(emb, train[1]), float("inf"),
-                           rec.classes, {**rec.info, "score": score})
+                           rec.classes, {**rec.info, "score": score}, rec.reference)
             r.calibrate(valid, keep)
             out[name, score] = r
     return out
