@@ -243,6 +243,10 @@ def test_the_answer_shows_the_nearest_digits_and_where_real_digits_score(recogni
     assert hist["edges"][0] <= out["threshold"] <= hist["edges"][-1]
     kept = float((recognizer.valid_scores <= recognizer.threshold).float().mean())
     assert kept >= recognizer.info["keep"]                           # the threshold keeps what it was asked to
+    other = demo.variants({"m": recognizer}, (digits.x_train[:300], digits.y_train[:300]), digits.x_test[:300],
+                          scores=("msp",))["m", "msp"]              # another score on the same network: same neighbours
+    assert [n["digit"] for n in other.predict(x)["nearest"]] == [n["digit"] for n in near]
+    assert other.digit_scores() is not None and len(other.valid_scores) == 300
 
 
 def test_rejection_rates_count_empty_pictures_as_rejected(recognizer, digits):
