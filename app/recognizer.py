@@ -387,7 +387,7 @@ class Recognizer:
         return r
 
 
-def reference_digits(model: torch.nn.Module, digits, n_per_class: int = 50, seed: int = 0) -> dict:
+def reference_digits(model: torch.nn.Module, digits, n_per_class: int = 30, seed: int = 0) -> dict:
     """`n_per_class` training digits of every class (seeded) with their L2-normalized embeddings (float16): the
     digits `Recognizer.nearest` shows beside an answer."""
     import torch.nn.functional as F
