@@ -89,7 +89,12 @@ def answer(recognizer: Recognizer, image) -> tuple[str, str]:
         a = recognizer.predict(data_url_bytes(image) if isinstance(image, str) else image)
     except BadImage as e:  # EmptyImage included: "the picture is empty: draw something"
         return str(e), ""
-    return a["message"], png_data_url(a["image"])
+    return f"{a['message']} · {score_line(a)}", png_data_url(a["image"])
+
+
+def score_line(a: dict) -> str:
+    """The score beside the answer: "energy score -2.05 > threshold -3.15"."""
+    return f"{a['method']} score {a['score']:.3g} {'≤' if a['is_digit'] else '>'} threshold {a['threshold']:.3g}"
 
 
 def draw_a_digit(recognizer: Recognizer) -> DigitCanvas | None:

@@ -243,6 +243,8 @@ class Recognizer:
     threshold: float
     classes: list[str] = field(default_factory=lambda: [str(i) for i in range(10)])
     info: dict = field(default_factory=dict)
+    reference: dict | None = None             # a few training digits: L2-normalized embeddings, images, labels
+    valid_scores: torch.Tensor | None = None  # the scores of the validation digits the threshold was set on
 
     @torch.no_grad()
     def scores(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -270,15 +272,35 @@ class Recognizer:
         t0 = time.perf_counter()
         x28 = to_mnist(image)
         s = self.scores(torch.from_numpy(x28)[None, None])
+        nearest = self.nearest(s["emb"][0])
         score, probs = float(s["score"][0]), s["probs"][0]
         top = int(probs.argmax())
         ok = score <= self.threshold
-        msg = (f"{self.classes[top]} ({probs[top]:.0%} sure)" if ok else
-               f"not a digit ({self.scorer.name} score {score:.3g} > threshold {self.threshold:.3g})")
+        msg = f"{self.classes[top]} ({probs[top]:.0%} sure)" if ok else "not a digit"   # the score: beside it
         return {"is_digit": bool(ok), "digit": top if ok else None, "confidence": float(probs[top]),
                 "score": score, "threshold": float(self.threshold), "method": self.scorer.name,
                 "probs": [round(float(p), 4) for p in probs], "image": x28, "message": msg,
-                "seconds": time.perf_counter() - t0}
+                "nearest": nearest, "digit_scores": self.digit_scores(), "seconds": time.perf_counter() - t0}
+
+    def nearest(self, emb: torch.Tensor, k: int = 5) -> list[dict]:
+        """The `k` training digits of `reference` nearest to one embedding (cosine distance, 1 − cos θ): each a
+        dict with its `digit`, `distance` and 28×28 `image`; empty without a reference."""
+        if self.reference is None:
+            return []
+        d = 1 - self.reference["emb"].float() @ torch.nn.functional.normalize(emb.float(), dim=0)
+        top = d.topk(min(k, len(d)), largest=False)
+        return [{"digit": int(self.reference["labels"][i]), "distance": round(float(v), 4),
+                 "image": self.reference["images"][i].numpy()} for v, i in zip(top.values, top.indices)]
+
+    def digit_scores(self, bins: int = 30) -> dict | None:
+        """Where real digits' scores lie: a histogram (`edges`, `counts`) of the validation digits' scores that
+        set the threshold; None when they were not kept."""
+        if self.valid_scores is None or not len(self.valid_scores):
+            return None
+        s = self.valid_scores.float()
+        counts = torch.histc(s, bins, float(s.min()), float(s.max()))
+        edges = torch.linspace(float(s.min()), float(s.max()), bins + 1)
+        return {"edges": [round(float(e), 4) for e in edges], "counts": [int(c) for c in counts]}
 
     # ------------------------------------------------------------------ saving, loading, the default
     def save(self, path: str | Path) -> None:
@@ -288,7 +310,8 @@ class Recognizer:
         atomic_save({"model": self.model.state_dict(), "head": self.head.state_dict(),
                      "head_name": self.head.name, "head_hparams": self.info.get("head_hparams", {}),
                      "emb_dim": self.model.emb_dim, "scorer": self.scorer.state(),
-                     "threshold": float(self.threshold), "classes": self.classes, "info": self.info}, path)
+                     "threshold": float(self.threshold), "classes": self.classes, "info": self.info,
+                     "reference": self.reference, "valid_scores": self.valid_scores}, path)
 
     @classmethod
     def load(cls, path: str | Path) -> "Recognizer":
@@ -305,7 +328,7 @@ class Recognizer:
         head = losses.make(st["head_name"], emb_dim=st["emb_dim"], n_classes=len(st["classes"]), **st["head_hparams"])
         head.load_state_dict(st["head"])
         return cls(model.eval(), head.eval(), ood.Scorer.from_state(st["scorer"]), st["threshold"],
-                   st["classes"], st["info"])
+                   st["classes"], st["info"], st.get("reference"), st.get("valid_scores"))
 
     @classmethod
     def build(cls, digits, outliers: torch.Tensor | None = None, *, score: str = "energy",
@@ -339,11 +362,14 @@ class Recognizer:
                  "epochs": epochs, "seed": seed, "train_seconds": float(run.history["seconds"].sum()),
                  "test_acc": float(run.history["test_acc"].iloc[-1]), "keep": keep, "training_key": run.key})
         r.calibrate(valid if valid is not None else digits.x_test, keep)
+        r.reference = reference_digits(model, digits, seed=seed)
         return r
 
     def calibrate(self, digits: torch.Tensor, keep: float = 0.99) -> float:
         """Set the threshold that keeps a fraction `keep` of these prepared real digits; return it."""
-        self.threshold = ood.threshold_keeping(self.scores(digits)["score"], keep)
+        scores = self.scores(digits)["score"].float()
+        self.threshold = ood.threshold_keeping(scores, keep)
+        self.valid_scores = scores.sort().values
         self.info["keep"] = keep
         return self.threshold
 
@@ -359,6 +385,20 @@ class Recognizer:
         r = default_recipe(progress=progress)
         r.save(path)
         return r
+
+
+def reference_digits(model: torch.nn.Module, digits, n_per_class: int = 30, seed: int = 0) -> dict:
+    """`n_per_class` training digits of every class (seeded) with their L2-normalized embeddings (float16): the
+    digits `Recognizer.nearest` shows beside an answer."""
+    import torch.nn.functional as F
+
+    from utils.data import per_class_index
+    from utils.train import embed
+
+    idx = per_class_index(digits.y_train, n_per_class, seed)
+    x = digits.x_train[idx]
+    return {"emb": F.normalize(embed(model, x, device="cpu").float(), dim=1).half(), "images": x[:, 0].clone(),
+            "labels": digits.y_train[idx].clone()}
 
 
 def default_path(seed: int = 0) -> Path:
@@ -547,7 +587,7 @@ def variants(models: dict[str, Recognizer], train: tuple[torch.Tensor, torch.Ten
         emb = rec.scores(train[0])["emb"]
         for score in scores:
             r = Recognizer(rec.model, rec.head, ood.make_scorer(score).fit(emb, train[1]), float("inf"),
-                           rec.classes, {**rec.info, "score": score})
+                           rec.classes, {**rec.info, "score": score}, rec.reference)
             r.calibrate(valid, keep)
             out[name, score] = r
     return out

@@ -6,7 +6,9 @@
 `GET /` is the page (`app/webapp.html`): a canvas to draw on with a mouse, pen or finger, Clear,
 Upload, and the answer as you draw. `POST /api/predict` takes a picture as a multipart file field
 `image` or as JSON `{"image": "data:image/png;base64,…"}` and answers the recognizer's dict as JSON
-(`is_digit`, `digit`, `confidence`, `score`, `threshold`, `method`, `probs`, `message`, `seconds`, and
+(`is_digit`, `digit`, `confidence`, `score`, `threshold`, `method`, `probs`, `message`, `seconds`, `nearest`
+(the five nearest training digits: `digit`, `distance`, `image`), `digit_scores` (a histogram of the validation
+digits' scores: `edges`, `counts`), and
 `image`: the 28×28 picture the model saw, as a PNG data URL). `GET /api/status` says whether the
 recognizer is ready (`Recognizer.default()` trains it on the very first start). Every error under /api/
 is JSON `{"error": "…"}` with its HTTP status; while the recognizer is still being prepared, `POST /api/predict`
@@ -104,8 +106,10 @@ def prepared(data: bytes):
 
 
 def jsonable(answer: dict) -> dict:
-    """The recognizer's answer with its 28×28 image as a PNG data URL."""
-    return {**answer, "image": png_data_url(answer["image"])}
+    """The recognizer's answer with its 28×28 images (what the network saw, the nearest training digits) as PNG
+    data URLs."""
+    nearest = [{**n, "image": png_data_url(n["image"])} for n in answer.get("nearest", [])]
+    return {**answer, "image": png_data_url(answer["image"]), "nearest": nearest}
 
 
 class ApiError(Exception):

@@ -33,12 +33,22 @@ def test_draw_clear_and_upload_in_a_real_browser(driver, recognizer, digit_png, 
         shot.draw(driver)
         drawn = shot.wait_answer(driver)
         assert drawn.startswith("not a digit") or drawn[0].isdigit(), drawn
+        # the metric on screen: ten probability bars, the score among real digits' scores, five nearest digits
+        widths = [b.find_element(By.CLASS_NAME, "fill").get_attribute("style") for b in driver.find_elements(By.CSS_SELECTOR, "#bars .bar")]
+        assert len(widths) == 10 and all("width" in w for w in widths)
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#dist line.threshold")) == 1
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#dist line.score")) == 1
+        near = driver.find_elements(By.CSS_SELECTOR, "#nearest figure")
+        assert len(near) == 5 and all(f.find_element(By.TAG_NAME, "img").get_attribute("src").startswith("data:image/png")
+                                      for f in near)
+        assert all(f.text.split(" · ")[0] in "0123456789" for f in near)
         seen = driver.find_element(By.ID, "seen").get_attribute("src")
         assert seen.startswith("data:image/png;base64,")
         driver.save_screenshot(str(tmp_path / "drawn.png"))
 
         driver.find_element(By.ID, "clear").click()
         assert shot.wait_answer(driver, ("empty",)) == "draw something"
+        assert not driver.find_elements(By.CSS_SELECTOR, "#nearest figure, #bars .bar")
         assert driver.find_element(By.ID, "seen").get_attribute("src") is None
 
         picture = tmp_path / "digit.png"

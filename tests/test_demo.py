@@ -217,8 +217,36 @@ def test_recognizer_answers_keeps_and_round_trips(recognizer, digits, tmp_path):
     r.save(tmp_path / "r.pt")
     again = demo.Recognizer.load(tmp_path / "r.pt")
     assert again.predict(digits.x_test[1, 0].numpy())["score"] == pytest.approx(r.predict(digits.x_test[1, 0].numpy())["score"])
+    assert [n["digit"] for n in again.predict(digits.x_test[1, 0].numpy())["nearest"]] == \
+        [n["digit"] for n in r.predict(digits.x_test[1, 0].numpy())["nearest"]]
+    assert torch.equal(again.valid_scores, r.valid_scores)
     with pytest.raises(FileNotFoundError, match="Recognizer.build"):
         demo.Recognizer.load(tmp_path / "missing.pt")
+
+
+def test_the_answer_shows_the_nearest_digits_and_where_real_digits_score(recognizer, digits):
+    """`predict` gives the five nearest reference digits (ascending cosine distances, equal to a direct computation)
+    and the histogram of the validation digits' scores the threshold was set on; both survive save and load."""
+    x = digits.x_test[3, 0].numpy()
+    out = recognizer.predict(x)
+    near = out["nearest"]
+    assert len(near) == 5 and all(0 <= n["digit"] <= 9 and n["image"].shape == (28, 28) for n in near)
+    dist = [n["distance"] for n in near]
+    assert dist == sorted(dist) and 0 <= dist[0] <= 2
+    ref = recognizer.reference
+    emb = recognizer.scores(torch.from_numpy(out["image"])[None, None])["emb"][0]
+    direct = (1 - ref["emb"].float() @ F.normalize(emb.float(), dim=0)).sort().values[:5]
+    np.testing.assert_allclose(dist, direct.numpy(), atol=1e-3)
+    assert len(ref["labels"]) == 10 * min(30, int(torch.bincount(digits.y_train).min()))
+    hist = out["digit_scores"]
+    assert sum(hist["counts"]) == len(recognizer.valid_scores) and len(hist["edges"]) == len(hist["counts"]) + 1
+    assert hist["edges"][0] <= out["threshold"] <= hist["edges"][-1]
+    kept = float((recognizer.valid_scores <= recognizer.threshold).float().mean())
+    assert kept >= recognizer.info["keep"]                           # the threshold keeps what it was asked to
+    other = demo.variants({"m": recognizer}, (digits.x_train[:300], digits.y_train[:300]), digits.x_test[:300],
+                          scores=("msp",))["m", "msp"]              # another score on the same network: same neighbours
+    assert [n["digit"] for n in other.predict(x)["nearest"]] == [n["digit"] for n in near]
+    assert other.digit_scores() is not None and len(other.valid_scores) == 300
 
 
 def test_rejection_rates_count_empty_pictures_as_rejected(recognizer, digits):

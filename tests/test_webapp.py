@@ -15,7 +15,8 @@ from PIL import Image
 from app import canvas, webapp
 
 KEYS = {"is_digit": bool, "digit": (int, type(None)), "confidence": float, "score": float, "threshold": float,
-        "method": str, "probs": list, "image": str, "message": str, "seconds": float}
+        "method": str, "probs": list, "image": str, "message": str, "seconds": float, "nearest": list,
+        "digit_scores": dict}
 
 
 def png(array: np.ndarray) -> bytes:
@@ -61,6 +62,9 @@ def test_a_drawn_digit_gets_the_recognizers_answer_as_json(client, recognizer, d
     assert (a["is_digit"], a["digit"], a["message"]) == (direct["is_digit"], direct["digit"], direct["message"])
     seen = image_of(a["image"])
     assert seen.shape == (28, 28) and np.array_equal(seen, direct["image"])
+    assert [(n["digit"], n["distance"]) for n in a["nearest"]] == [(n["digit"], n["distance"]) for n in direct["nearest"]]
+    assert all(np.array_equal(image_of(n["image"]), d["image"]) for n, d in zip(a["nearest"], direct["nearest"]))
+    assert a["digit_scores"] == direct["digit_scores"]
 
 
 BLANK = png(np.full((280, 280), 255, np.uint8))
@@ -258,7 +262,7 @@ def test_the_canvas_answers_each_drawing(monkeypatch, recognizer, digit_png):
     assert isinstance(widget, anywidget.AnyWidget) and widget.answer == "draw something" and not widget.seen
     widget.png = data_url(digit_png)
     direct = recognizer.predict(digit_png)
-    assert widget.answer == direct["message"]
+    assert widget.answer == f"{direct['message']} · {canvas.score_line(direct)}" and "score" in widget.answer
     assert np.array_equal(image_of(widget.seen), direct["image"])
     widget.png = data_url(BLANK)
     assert widget.answer == "the picture is empty: draw something" and widget.seen == ""
@@ -273,7 +277,8 @@ def test_the_upload_box_answers_an_uploaded_picture(monkeypatch, recognizer, dig
     upload, label = box.children
     upload.value = ({"name": "digit.png", "type": "image/png", "size": len(digit_png),
                      "content": memoryview(digit_png), "last_modified": datetime.now()},)
-    assert label.value == recognizer.predict(digit_png)["message"]
+    direct = recognizer.predict(digit_png)
+    assert label.value == f"{direct['message']} · {canvas.score_line(direct)}"
 
 
 # ----------------------------------------------------------------------------- the shipped recognizer
