@@ -35,6 +35,15 @@ def image_of(url: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
 
 
+def wait_until(done, seconds: float = 10.0) -> None:
+    """Poll `done()` until it is true or `seconds` have passed (the app prepares its recognizer in a thread)."""
+    import time
+
+    end = time.monotonic() + seconds
+    while not done() and time.monotonic() < end:
+        time.sleep(0.02)
+
+
 @pytest.fixture
 def client(recognizer):
     return webapp.create_app(recognizer).test_client()
@@ -154,10 +163,7 @@ def test_a_recognizer_that_cannot_be_prepared_is_a_json_500(monkeypatch, digit_p
     monkeypatch.setattr(webapp, "load_shipped", lambda log=print: None)
     app = webapp.create_app()
     app.extensions["recognizer"].start()
-    for _ in range(200):
-        if app.extensions["recognizer"].error is not None:
-            break
-        __import__("time").sleep(0.02)
+    wait_until(lambda: app.extensions["recognizer"].error is not None)
     r = app.test_client().post("/api/predict", json={"image": data_url(digit_png)})
     assert r.status_code == 500 and "could not be prepared (RuntimeError)" in r.get_json()["error"]
 
@@ -324,10 +330,7 @@ def test_the_app_starts_from_the_shipped_file_without_training(monkeypatch):
     monkeypatch.setattr(webapp.Recognizer, "default", lambda: trained.append(1))
     app = webapp.create_app()
     app.extensions["recognizer"].start()
-    for _ in range(200):
-        if app.extensions["recognizer"].recognizer is not None:
-            break
-        __import__("time").sleep(0.05)
+    wait_until(lambda: app.extensions["recognizer"].recognizer is not None)
     assert app.extensions["recognizer"].recognizer is not None and not trained
 
 
