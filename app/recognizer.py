@@ -28,6 +28,7 @@ SIDE = 28
 CENTRE = 14.0                   # MNIST's centre of mass: (13.99, 14.00) on the test set, in pixel indices
 INK = 0.2                       # ink = pixels brighter than this fraction of the brightest one
 MNIST_THICKNESS = 3.2           # MNIST's median stroke width, in 28×28 pixels (`stroke_width` on the test set)
+UNEVEN = 24                     # grey levels: a border whose darker half spreads wider is under uneven light
 WORK_SIDE = 140                 # larger drawings are shrunk to this (7× MNIST's box) before strokes are adjusted
 
 
@@ -128,13 +129,33 @@ def to_gray(image) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- MNIST's convention
 def ink_on_dark(gray: np.ndarray) -> np.ndarray:
-    """Light ink on a dark background, background at 0: a picture whose border is mostly light (dark ink
-    on paper, a canvas) is inverted; then the border's median level is subtracted."""
+    """Light ink on a dark background, background at 0: a picture whose border is mostly dark keeps its
+    ink and loses the border's median level; one whose border is mostly light (dark ink on paper, a
+    canvas) is inverted and loses the paper's level (`background`: even, or under uneven light)."""
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    if np.median(border) > 127:
-        gray = 255 - gray
-        border = 255 - border
-    return np.clip(gray - np.median(border), 0, None)
+    if np.median(border) <= 127:
+        return np.clip(gray - np.median(border), 0, None)
+    ink = 255 - gray
+    return np.clip(ink - background(ink), 0, None)
+
+
+def background(gray: np.ndarray) -> np.ndarray | float:
+    """The level of the paper under the ink, in an inverted picture (ink light, paper dark). An even border
+    (a canvas, a scan) gives its median, one number. A border whose darker half spreads over more than UNEVEN
+    grey levels (10th percentile to the median: a photo under uneven light) gives a surface: the median over a window a
+    quarter of the picture wide (strokes, narrower, cover less than half of it) of a copy at most 64 pixels
+    wide, smoothed and enlarged back."""
+    from scipy import ndimage
+
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    lo, mid = np.percentile(border, [10, 50])      # the lower half: ink reaching the border is bright, above it
+    if mid - lo <= UNEVEN:
+        return float(np.median(border))
+    step = max(1, round(max(gray.shape) / 64))
+    small = gray[::step, ::step]
+    size = max(3, min(small.shape) // 4)
+    level = ndimage.uniform_filter(ndimage.median_filter(small, size=size, mode="nearest"), size, mode="nearest")
+    return _resize(level, *gray.shape)
 
 
 def stroke_width(mask: np.ndarray) -> float:
@@ -333,11 +354,12 @@ class Recognizer:
     @classmethod
     def build(cls, digits, outliers: torch.Tensor | None = None, *, score: str = "energy",
               valid: torch.Tensor | None = None, keep: float = 0.99, epochs: int = 3, bs: int = 128,
-              emb_dim: int = 64, alpha: float = 16.0, seed: int = 0, progress: bool | None = False) -> "Recognizer":
+              emb_dim: int = 64, alpha: float = 16.0, lam: float = 0.5, seed: int = 0,
+              progress: bool | None = False) -> "Recognizer":
         """Train a recognizer on `digits` (an `ImageData` of 28×28 digits) and fit its score.
 
         With `outliers` (N×1×28×28 uint8 pictures that are not digits, already through `to_mnist`) it
-        trains with outlier exposure (the `outlier_exposure` head), else with plain L2-softmax. The
+        trains with outlier exposure (the `outlier_exposure` head, its weight `lam`), else with plain L2-softmax. The
         threshold keeps a fraction `keep` of the `valid` digits (default: the test split's). Training
         is cached by `utils.train.train`.
         """
@@ -351,12 +373,14 @@ class Recognizer:
             data = replace(digits, x_train=torch.cat([digits.x_train, outliers]),
                            y_train=torch.cat([digits.y_train, torch.full((len(outliers),), ood.NOT_A_DIGIT)]),
                            name=f"{digits.name}+{len(outliers)} outliers")
+            hparams["lam"] = lam
         head = "outlier_exposure" if data is not digits else "l2softmax"
         run = train(data, head, hparams=hparams, emb_dim=emb_dim, epochs=epochs, bs=bs, augment=2,
                     seed=seed, progress=progress)
         model, hd = run.model.cpu().eval(), run.head.cpu().eval()
-        emb = embed(model, digits.x_train, device="cpu")
-        scorer = ood.make_scorer(score).fit(emb, digits.y_train)
+        scorer = ood.make_scorer(score)
+        if type(scorer).fit is not ood.Scorer.fit:       # a score of the embeddings: fitted on the training digits'
+            scorer.fit(embed(model, digits.x_train, device="cpu"), digits.y_train)
         r = cls(model, hd, scorer, float("inf"), list(digits.classes),
                 {"head": head, "head_hparams": hparams, "data": digits.name, "outliers": int(len(data.y_train) - len(digits.y_train)),
                  "epochs": epochs, "seed": seed, "train_seconds": float(run.history["seconds"].sum()),
@@ -365,9 +389,11 @@ class Recognizer:
         r.reference = reference_digits(model, digits, seed=seed)
         return r
 
-    def calibrate(self, digits: torch.Tensor, keep: float = 0.99) -> float:
-        """Set the threshold that keeps a fraction `keep` of these prepared real digits; return it."""
-        scores = self.scores(digits)["score"].float()
+    def calibrate(self, digits: torch.Tensor, keep: float = 0.99, outputs: dict | None = None) -> float:
+        """Set the threshold that keeps a fraction `keep` of these prepared real digits; return it. `outputs`:
+        this model's `scores` of those digits, when already computed (their embeddings and logits are reused)."""
+        out = self.scores(digits) if outputs is None else outputs
+        scores = self.scorer.score(out["emb"], out["logits"]).float()
         self.threshold = ood.threshold_keeping(scores, keep)
         self.valid_scores = scores.sort().values
         self.info["keep"] = keep
@@ -444,11 +470,19 @@ def letter(class_name: str) -> str | None:
     return LATIN[int(char[-2:]) - 1] if alphabet == "Latin" else None
 
 
-def turned_characters(characters: torch.Tensor, n_each: int, seed: int = 0) -> torch.Tensor:
+# chosen on validation data (scripts/demo_recipe_choice.py: the choice alphabets, pen-drawn digits of another seed)
+RECIPE = dict(n_outliers_each=3000, n_degraded=15000, n_drawn=15000, characters=True, mirrored=True, lam=1.0, epochs=3,
+              score="energy", keep=0.995, n_valid=5000)
+
+
+def turned_characters(characters: torch.Tensor, n_each: int, seed: int = 0,
+                      mirrored: bool = RECIPE["mirrored"]) -> torch.Tensor:
     """Up to `n_each` handwritten characters (N×C×H×W uint8, drawn at random, seeded) prepared by `to_mnist`,
-    each also turned by 90°, 180° and 270°: more shapes that are not digits, as notebook 10 turns characters."""
+    each also turned by 90°, 180° and 270° (as notebook 10 turns characters) and, `mirrored`, all four mirrored:
+    more shapes that are not digits."""
     c = batch_to_mnist(characters[torch.randperm(len(characters), generator=torch.Generator().manual_seed(seed))[:n_each]])[0]
-    return torch.cat([c.rot90(k, (2, 3)) for k in range(4)])
+    turned = torch.cat([c.rot90(k, (2, 3)) for k in range(4)])
+    return torch.cat([turned, turned.flip(3)]) if mirrored else turned
 
 
 def outlier_set(n_each: int, seed: int = 0, fashion: torch.Tensor | None = None,
@@ -465,8 +499,6 @@ def outlier_set(n_each: int, seed: int = 0, fashion: torch.Tensor | None = None,
         out.append(turned_characters(characters, n_each, seed))
     return torch.cat(out)
 
-
-RECIPE = dict(n_outliers_each=3000, n_degraded=15000, n_drawn=5000, epochs=2, score="energy", keep=0.995, n_valid=5000)
 
 
 def degrade(x: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -507,13 +539,13 @@ class RecipeData:
 
 def recipe_data(seed: int = 0, n_outliers_each: int = RECIPE["n_outliers_each"], n_valid: int = RECIPE["n_valid"],
                 n_train: int | None = None, n_degraded: int = RECIPE["n_degraded"],
-                n_drawn: int = RECIPE["n_drawn"], with_characters: bool = False) -> RecipeData:
+                n_drawn: int = RECIPE["n_drawn"], with_characters: bool = RECIPE["characters"]) -> RecipeData:
     """The default recipe's data: MNIST (scikit-learn's digits offline without it) with `n_valid` training
     images held out for the threshold, plus `n_degraded` training digits at a lower resolution
     (`degrade`) and `n_drawn` digits drawn with a pen (`app.ood.drawn_digits`); and `outlier_set` of drawn
     strokes, scribbles and shapes, Fashion-MNIST's training images (when available), crops of scikit-learn's
-    photos (their left halves) and, `with_characters` (not in the default recipe), the handwritten characters
-    of the exposed Omniglot alphabets (`CHARACTER_SPLIT`, `turned_characters`). `n_train` subsamples the
+    photos (their left halves) and, `with_characters`, the handwritten characters of the exposed Omniglot
+    alphabets (`CHARACTER_SPLIT`) with their turns (`turned_characters`). `n_train` subsamples the
     digits per class (None: all)."""
     from dataclasses import replace
 
@@ -554,9 +586,14 @@ def default_recipe(seed: int = 0, progress: bool | None = False, **overrides) ->
     """The default recognizer's recipe (`RECIPE`, notebook 12): outlier exposure on `recipe_data`, the
     score `RECIPE["score"]`, the threshold that keeps 99.5 % of the validation digits."""
     cfg = {**RECIPE, **overrides}
-    d = recipe_data(seed, cfg["n_outliers_each"], cfg["n_valid"], n_degraded=cfg["n_degraded"], n_drawn=cfg["n_drawn"])
+    say = print if progress else (lambda *args, **kw: None)
+    say("1/2 preparing the pictures (digits, drawings, photos, clothes, characters) as to_mnist does…", flush=True)
+    d = recipe_data(seed, cfg["n_outliers_each"], cfg["n_valid"], n_degraded=cfg["n_degraded"], n_drawn=cfg["n_drawn"],
+                    with_characters=cfg["characters"])
+    say(f"2/2 training on {len(d.digits.y_train):,} digits and {len(d.outliers):,} other pictures, {cfg['epochs']} epochs "
+        f"(progress bars below)…", flush=True)
     return Recognizer.build(d.digits, d.outliers, score=cfg["score"], valid=d.valid, keep=cfg["keep"],
-                            epochs=cfg["epochs"], seed=seed, progress=progress)
+                            epochs=cfg["epochs"], lam=cfg["lam"], seed=seed, progress=progress)
 
 
 # ----------------------------------------------------------------------------- measuring rejection
@@ -579,32 +616,39 @@ def prepare(images: torch.Tensor) -> Prepared:
 
 
 def variants(models: dict[str, Recognizer], train: tuple[torch.Tensor, torch.Tensor], valid: torch.Tensor,
-             scores: tuple[str, ...] = ood.SCORES, keep: float = 0.99) -> dict[tuple[str, str], Recognizer]:
+             scores: tuple[str, ...] = ood.SCORES, keep: float = 0.99,
+             embeddings: dict[str, torch.Tensor] | None = None) -> dict[tuple[str, str], Recognizer]:
     """Every (model, score) pair as a recognizer: the score fitted on the training digits `train` = (x, y)
-    and its threshold set to keep a fraction `keep` of the `valid` digits."""
+    and its threshold set to keep a fraction `keep` of the `valid` digits. `embeddings`: the models' embeddings
+    of those training digits, when already computed (by name; the others are computed here)."""
     out = {}
     for name, rec in models.items():
-        emb = rec.scores(train[0])["emb"]
+        emb = (embeddings or {}).get(name)
+        emb = rec.scores(train[0])["emb"] if emb is None else emb
+        on_valid = rec.scores(valid)                    # one pass over the validation digits per model
         for score in scores:
             r = Recognizer(rec.model, rec.head, ood.make_scorer(score).fit(emb, train[1]), float("inf"),
                            rec.classes, {**rec.info, "score": score}, rec.reference)
-            r.calibrate(valid, keep)
+            r.calibrate(valid, keep, on_valid)
             out[name, score] = r
     return out
 
 
-def rejection_rates(recognizers: dict[tuple[str, str], Recognizer], sets: dict[str, Prepared]):
+def rejection_rates(recognizers: dict[tuple[str, str], Recognizer], sets: dict[str, Prepared],
+                    outputs: dict | None = None):
     """Fraction of every set answered "not a digit" (empty pictures included) by every recognizer: a
-    DataFrame, a row per (model, score), a column per set. Embeddings are computed once per model."""
+    DataFrame, a row per (model, score), a column per set. Embeddings are computed once per model and set;
+    pass the same `outputs` dict to several calls to share them (a set is known by its identity)."""
     import pandas as pd
 
-    rows, cache = {}, {}
+    rows = {}
+    cache = {} if outputs is None else outputs
     for (model, score), r in recognizers.items():
         row = {}
         for name, s in sets.items():
-            if (model, name) not in cache:
-                cache[model, name] = r.scores(s.x) if len(s.x) else None
-            out = cache[model, name]
+            if (model, id(s)) not in cache:         # the set is kept with its outputs: its identity stays its own
+                cache[model, id(s)] = s, (r.scores(s.x) if len(s.x) else None)
+            out = cache[model, id(s)][1]
             rejected = int((r.scorer.score(out["emb"], out["logits"]) > r.threshold).sum()) if out else 0
             row[name] = (rejected + s.n_empty) / max(s.n, 1)
         rows[model, score] = row

@@ -169,11 +169,19 @@ def load_shipped(log=print) -> Recognizer | None:
 
 def rebuild(log=print) -> dict:
     """Train (or take from the cache) the default recognizer, `Recognizer.default()`, and write it as the committed
-    `app/recognizer.pt` with `app/recognizer.json`; return what was written."""
+    `app/recognizer.pt` with `app/recognizer.json`; return what was written. The committed file is the full
+    recipe's: without MNIST, Fashion-MNIST or Omniglot here it stops (SystemExit saying how to get them) rather
+    than write a recognizer trained on a fallback."""
     import shutil
 
     from app import recognizer as demo
+    from utils import data as D
 
+    for name in ("mnist", "fashion_mnist", "omniglot"):
+        try:
+            D.load(name)
+        except D.DataNotFound as e:
+            raise SystemExit(f"not rebuilding app/{SHIPPED.name}: the recipe needs {name!r}.\n{e}") from None
     Recognizer.default(progress=True)
     path = demo.default_path()
     shutil.copyfile(path, SHIPPED)
@@ -207,8 +215,9 @@ class Preparing:
                 self.recognizer = shipped
                 self.log(f"the recognizer is ready: app/{SHIPPED.name}, read in {self.seconds():.1f} s")
                 return
-            self.log("preparing the recognizer (Recognizer.default(): from the cache, or trained on a first start)…")
-            self.recognizer = Recognizer.default()
+            self.log("preparing the recognizer (Recognizer.default(): from the cache, or trained on a first start, "
+                     "with its progress below)…")
+            self.recognizer = Recognizer.default(progress=True)
             self.log(f"the recognizer is ready after {self.seconds():.0f} s")
         except Exception as e:  # noqa: BLE001 - reported to every request, and in the log
             self.error = e

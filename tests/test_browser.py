@@ -94,3 +94,30 @@ def test_the_notebook_canvas_widget_draws_and_shows_answers(driver, recognizer):
         assert driver.find_element(By.CSS_SELECTOR, "#widget img").get_attribute("src") == SEEN
         driver.find_element(By.CSS_SELECTOR, "#widget button").click()
         assert driver.execute_script("return window.saved") == ""
+
+
+# A handwritten "k" as three pen strokes, and a "w" as one (fractions of the canvas): letters, not digits.
+LETTER_K = [[(0.3, 0.15), (0.3, 0.85)], [(0.7, 0.4), (0.3, 0.65)], [(0.42, 0.57), (0.72, 0.85)]]
+LETTER_W = [[(0.15, 0.35), (0.32, 0.8), (0.5, 0.45), (0.68, 0.8), (0.85, 0.35)]]
+
+
+@pytest.mark.parametrize("strokes", [LETTER_K, LETTER_W], ids=["k", "w"])
+def test_a_letter_drawn_in_the_browser_is_not_a_digit(driver, strokes):
+    """The shipped recognizer (`app/recognizer.pt`, what `make demo` serves), drawn on with the mouse: the page
+    shows "not a digit" for the finished letter (an answer may come while it is drawn: the last one counts)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from app import webapp
+
+    shipped = webapp.load_shipped()
+    assert shipped is not None, "app/recognizer.pt is missing or does not match its hash: run `python -m app --rebuild`"
+    with shot.serve(create_app(shipped)) as url:
+        driver.get(url)
+        assert shot.wait_answer(driver, ("empty",)) == "draw something"
+        for stroke in strokes:
+            shot.draw(driver, stroke=stroke)
+        drawn = driver.execute_script('return document.getElementById("canvas").toDataURL("image/png")')
+        final = shipped.predict(webapp.data_url_bytes(drawn))            # the answer to the whole letter
+        assert not final["is_digit"], final["message"]
+        WebDriverWait(driver, 20).until(lambda d: d.find_element(By.ID, "answer").text == final["message"])

@@ -341,7 +341,7 @@ def test_12_draw_a_digit_keeps_digits_and_rejects_the_rest(smoke):
     assert r["demo_mnist_kept"] >= 0.95                      # the threshold keeps 99 % of validation digits
     assert r["demo_mnist_acc"] > 0.5                          # 10 classes: chance is 0.1
     rejected = {k[len("demo_rejected_"):]: v for k, v in r.items() if k.startswith("demo_rejected_")}
-    assert {"photos", "scribbles", "strokes", "shapes", "specks", "blank", "omniglot", "greek_latin",
+    assert {"photos", "scribbles", "strokes", "shapes", "specks", "blank", "heldout_characters",
             "letters_non_lookalike", "letters_lookalike"} <= set(rejected)
     assert r["demo_mnist_answered_right"] <= min(r["demo_mnist_kept"], r["demo_mnist_acc"] + 1e-9) + 1e-9
     assert all(0 <= v <= 1 for v in rejected.values())

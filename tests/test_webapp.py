@@ -129,7 +129,7 @@ def test_the_default_recognizer_is_prepared_once_in_the_background(monkeypatch, 
 
     loads, release = [], threading.Event()
 
-    def slow_default():
+    def slow_default(progress=None):
         loads.append(1)
         assert release.wait(30)
         return recognizer
@@ -156,7 +156,7 @@ def test_the_default_recognizer_is_prepared_once_in_the_background(monkeypatch, 
 
 
 def test_a_recognizer_that_cannot_be_prepared_is_a_json_500(monkeypatch, digit_png):
-    def broken():
+    def broken(progress=None):
         raise RuntimeError("no data here")
 
     monkeypatch.setattr(webapp.Recognizer, "default", broken)
@@ -191,7 +191,7 @@ def test_a_chunked_body_under_the_limit_is_answered(client, digit_png):
 
 def test_main_prints_the_url_and_warns_off_localhost(monkeypatch, capsys, recognizer):
     runs = []
-    monkeypatch.setattr(webapp.Recognizer, "default", lambda: recognizer)
+    monkeypatch.setattr(webapp.Recognizer, "default", lambda progress=None: recognizer)
     monkeypatch.setattr(webapp.Flask, "run", lambda app, **kw: runs.append(kw))
     webapp.main(["--port", "8123"])
     out = capsys.readouterr().out
@@ -235,7 +235,7 @@ def test_a_taken_port_says_so_in_the_apps_words(monkeypatch):
 def test_main_gives_torch_the_threads_asked_for(monkeypatch, recognizer):
     import torch
 
-    monkeypatch.setattr(webapp.Recognizer, "default", lambda: recognizer)
+    monkeypatch.setattr(webapp.Recognizer, "default", lambda progress=None: recognizer)
     monkeypatch.setattr(webapp.Flask, "run", lambda app, **kw: None)
     before = torch.get_num_threads()
     try:
@@ -327,7 +327,7 @@ def test_a_shipped_file_that_does_not_match_its_hash_is_not_used(monkeypatch, tm
 
 def test_the_app_starts_from_the_shipped_file_without_training(monkeypatch):
     trained = []
-    monkeypatch.setattr(webapp.Recognizer, "default", lambda: trained.append(1))
+    monkeypatch.setattr(webapp.Recognizer, "default", lambda progress=None: trained.append(1))
     app = webapp.create_app()
     app.extensions["recognizer"].start()
     wait_until(lambda: app.extensions["recognizer"].recognizer is not None)
@@ -381,3 +381,22 @@ def test_four_concurrent_4096_pixel_uploads_stay_under_a_gigabyte():
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout)
     assert out["answers"] == [[200, out["answers"][0][1]]] and out["peak_rise_mb"] < 1000, out
+
+
+def test_rebuild_refuses_to_ship_a_recognizer_trained_without_the_recipes_data(monkeypatch, tmp_path):
+    """`python -m app --rebuild` writes the committed file only from the full recipe: without Omniglot (or MNIST, or
+    Fashion-MNIST) it stops and says how to get the data, and nothing is trained or written."""
+    from utils import data
+
+    def load(name, *args, **kwargs):
+        if name == "omniglot":
+            raise data.DataNotFound("could not load 'omniglot' … Fix: put images_background_small1.zip …")
+        return None
+
+    trained = []
+    monkeypatch.setattr(data, "load", load)
+    monkeypatch.setattr(webapp.Recognizer, "default", lambda progress=None: trained.append(1))
+    monkeypatch.setattr(webapp, "SHIPPED", tmp_path / "recognizer.pt")
+    with pytest.raises(SystemExit, match="(?s)needs 'omniglot'.*Fix: put"):
+        webapp.rebuild()
+    assert not trained and not (tmp_path / "recognizer.pt").exists()
