@@ -310,7 +310,12 @@ def test_the_shipped_recognizer_matches_its_hash_and_the_current_recipe(monkeypa
     monkeypatch.setenv("DML_DATA", REAL_DATA)
     assert demo.default_path().stem.split("-", 1)[1] == info["key"], \
         "the recipe, the code or the digits changed since app/recognizer.pt was built: run `python -m app --rebuild`"
-    assert webapp.load_shipped() is not None
+    shipped = webapp.load_shipped()
+    assert shipped is not None
+    # what it was trained with is the recipe (a file saved under the recipe's key must be that recipe's)
+    assert shipped.info["head_hparams"].get("lam") == demo.RECIPE["lam"] and shipped.info["epochs"] == demo.RECIPE["epochs"]
+    assert shipped.info["keep"] == demo.RECIPE["keep"] and shipped.scorer.name == demo.RECIPE["score"]
+    assert shipped.info["data"].startswith("mnist")
 
 
 def test_a_shipped_file_that_does_not_match_its_hash_is_not_used(monkeypatch, tmp_path, capsys):
