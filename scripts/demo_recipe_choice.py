@@ -27,7 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# name -> (pen-drawn training digits, the characters' turns (×90°), their mirror images too, epochs, λ)
+# name -> (pen-drawn training digits, the characters' turns (×90°: all four, or upright), their mirror images too,
+# epochs, λ)
 VARIANTS = {
     "no characters": dict(n_drawn=5000, turns=None),
     "upright": dict(n_drawn=5000, turns=(0,)),
@@ -53,13 +54,11 @@ def run(name: str, cfg: dict) -> dict:
     rd = demo.recipe_data(0, n_drawn=cfg["n_drawn"], with_characters=False)
     omniglot = D.load("omniglot")
     chars = torch.zeros(0, 1, demo.SIDE, demo.SIDE, dtype=torch.uint8)
-    if cfg["turns"] is not None:
-        exposed = demo.characters(omniglot, "exposed")[0]
-        pick = torch.randperm(len(exposed), generator=torch.Generator().manual_seed(0))[:demo.RECIPE["n_outliers_each"]]
-        c = demo.batch_to_mnist(exposed[pick])[0]
-        chars = torch.cat([c.rot90(k, (2, 3)) for k in cfg["turns"]])
-        if cfg.get("flip"):
-            chars = torch.cat([chars, chars.flip(3)])
+    if cfg["turns"] is not None:   # the recipe's own characters: turned (blocks of 0°, 90°, 180°, 270°), mirrored
+        chars = demo.turned_characters(demo.characters(omniglot, "exposed")[0], demo.RECIPE["n_outliers_each"], 0,
+                                       mirrored=cfg.get("flip", False))
+        if cfg["turns"] == (0,):     # upright only: the first block
+            chars = chars[:len(chars) // 4]
     r = demo.Recognizer.build(rd.digits, torch.cat([rd.outliers, chars]), score="energy", valid=rd.valid,
                               keep=demo.RECIPE["keep"], epochs=cfg.get("epochs", 2), lam=cfg.get("lam", 0.5), seed=0)
     row = {"variant": name, **cfg, "seconds": round(time.perf_counter() - t0),

@@ -354,8 +354,6 @@ def test_the_recipe_exposes_only_the_exposed_alphabets(monkeypatch):
     assert rd.n_characters == turns * 2 * 3 * 4 and ids == exposed
 
 
-
-
 # ----------------------------------------------------------------------------- photos under uneven light
 def _photo(drawing: np.ndarray, seed: int, dark: float = 110, side: int = 240) -> np.ndarray:
     """A 112×112 drawing (dark on white) photographed on paper lit from one side: the paper goes from 250 to
