@@ -28,17 +28,13 @@ def badge(name: str) -> str:
 
 def setup_source() -> str:
     """The first code cell: in Colab, fetch the repo and install what Colab lacks; everywhere, import
-    `utils` from this repository and nowhere else."""
+    `utils` from this repository and nowhere else (notebooks/setup_notebook.py)."""
     repo = utils.GITHUB_REPO
     name = repo.split("/")[-1]
-    return f'''# Set-up: Colab fetches the repository and what Colab lacks (never torch); elsewhere this runs in its clone (README).
-import sys, subprocess, pathlib
-if "google.colab" in sys.modules and not pathlib.Path("/content/{name}").exists():
-    subprocess.run("git clone -q --depth 1 https://github.com/{repo} /content/{name} && pip install -q -r /content/{name}/requirements-colab.txt", shell=True, check=True)
-ROOT = next((p for p in [pathlib.Path.cwd().resolve(), *pathlib.Path.cwd().resolve().parents, pathlib.Path("/content/{name}")] if (p / "utils" / "__init__.py").is_file()), None)
-if ROOT is None: raise RuntimeError(f"{{pathlib.Path.cwd()}} is not inside a clone of https://github.com/{repo}: open this notebook from the clone's notebooks/ folder (git clone, then `make lab`), or use the Colab badge")  # noqa: E701
-sys.path.insert(0, str(ROOT)); import utils  # noqa: E401, E702
-assert pathlib.Path(utils.__file__).resolve().parent == ROOT / "utils", f"a different 'utils' was imported: {{utils.__file__}}"'''
+    return f'''# Set-up (README): Colab fetches the repository once, with what Colab lacks (never torch); elsewhere this runs in its clone.
+import sys, subprocess
+if "google.colab" in sys.modules: subprocess.run("[ -d /content/{name} ] || {{ git clone -q --depth 1 https://github.com/{repo} /content/{name} && pip install -q -r /content/{name}/requirements-colab.txt; }}", shell=True, check=True); sys.path.insert(0, "/content/{name}/notebooks")  # noqa: E701, E702
+import setup_notebook  # the clone's notebooks/setup_notebook.py: its `utils` first on the path, one plot style (opened outside the clone? README)'''
 
 
 def sync(path: Path) -> bool:

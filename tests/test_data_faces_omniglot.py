@@ -15,6 +15,8 @@ from PIL import Image
 
 from utils import data
 
+from notebooks import oneshot_runs as R
+
 
 # ----------------------------------------------------------------------------- writers
 def write_faces(folder: Path, people: tuple[int, ...] = (1, 2, 10), n: int = 10) -> Path:
@@ -261,7 +263,7 @@ def test_select_and_per_class_keep_info_in_step(omniglot_root, no_local_data):
 # ----------------------------------------------------------------------------- one-shot runs
 def test_oneshot_runs_parse_and_match_the_key(tmp_path, no_local_data):
     write_runs(tmp_path / "omniglot" / "all_runs.zip")
-    runs = data.load_oneshot_runs(root=tmp_path, download=False)
+    runs = R.load_oneshot_runs(root=tmp_path, download=False)
     assert [r.name for r in runs] == ["run01", "run02"]
     for run in runs:
         key = KEYS[run.name]
@@ -285,19 +287,19 @@ def test_oneshot_runs_missing_key_line_is_reported(tmp_path):
         z.writestr("run01/test/item02.png", drawing(1, 3))
         z.writestr("run01/class_labels.txt", "run01/test/item01.png run01/training/class01.png\n")
     with pytest.raises(ValueError, match=r"item02.png no match"):
-        data.read_oneshot_runs(path)
+        R.read_oneshot_runs(path)
     path.write_bytes(b"<html>rate limited</html>")
     with pytest.raises(ValueError, match="not a zip file"):
-        data.read_oneshot_runs(path)
+        R.read_oneshot_runs(path)
 
 
 def test_oneshot_runs_absent_offline_says_what_to_do(tmp_path, no_local_data, monkeypatch):
     monkeypatch.setattr(data, "_fetch", lambda *a: pytest.fail("tried to download"))
     with pytest.raises(data.DataNotFound) as e:
-        data.load_oneshot_runs(root=tmp_path, download=True)
+        R.load_oneshot_runs(root=tmp_path, download=True)
     msg = str(e.value)
     assert "DML_OFFLINE" in msg and f"{tmp_path}/omniglot/all_runs.zip" in msg and "data/omniglot/all_runs.zip" in msg
-    assert data.ONESHOT_URL in msg and "DML_DATA" in msg and isinstance(e.value, FileNotFoundError)
+    assert R.ONESHOT_URL in msg and "DML_DATA" in msg and isinstance(e.value, FileNotFoundError)
 
 
 def test_oneshot_runs_online_go_to_project_data(tmp_path, no_local_data, monkeypatch):
@@ -306,10 +308,10 @@ def test_oneshot_runs_online_go_to_project_data(tmp_path, no_local_data, monkeyp
     monkeypatch.setattr(data, "_fetch", lambda url, path: (fetched.append((url, path)), shutil.copy(source, path)))
     monkeypatch.delenv("DML_OFFLINE")
     (data.PROJECT_DATA / "omniglot").mkdir()
-    runs = data.load_oneshot_runs()
-    assert fetched == [(data.ONESHOT_URL, data.PROJECT_DATA / "omniglot" / "all_runs.zip")]
+    runs = R.load_oneshot_runs()
+    assert fetched == [(R.ONESHOT_URL, data.PROJECT_DATA / "omniglot" / "all_runs.zip")]
     assert [r.name for r in runs] == ["run01", "run02"]
-    assert len(data.load_oneshot_runs()) == 2 and len(fetched) == 1     # found locally the second time
+    assert len(R.load_oneshot_runs()) == 2 and len(fetched) == 1     # found locally the second time
 
 
 # ----------------------------------------------------------------------------- hold_out, rotations, resize

@@ -12,6 +12,8 @@ from sklearn.datasets import load_sample_images
 from utils import benchmark, losses, models, pretrained as PT, train
 from utils.benchmark import Setting
 
+from notebooks import pretrained_benchmark as PB
+
 
 def test_offline_backbone_loads_and_says_what(capsys):
     PT._LOADED.pop("efficientnet_lite0", None)
@@ -25,7 +27,7 @@ def test_offline_backbone_loads_and_says_what(capsys):
 def test_imagenet_predictions_on_real_photos():
     """scikit-learn's two bundled photos: a Chinese temple and a flower."""
     photos = torch.stack([torch.tensor(im).permute(2, 0, 1) for im in load_sample_images().images])
-    china, flower = PT.classify("efficientnet_lite0", photos, k=3)
+    china, flower = PB.classify("efficientnet_lite0", photos, k=3)
     assert china[0][0] in {"palace", "bell cote", "monastery", "church", "castle"}, china
     assert "daisy" in [name for name, _ in flower], flower
     assert all(0 < p <= 1 for row in (china, flower) for _, p in row)
@@ -123,14 +125,14 @@ def test_frozen_rows_join_the_benchmark_csv(tmp_path, digits):
     budget = benchmark.Budget(epochs=1, n_per_class=4, n_cases=2, ks=(1, 2), bs=8)
     settings = [Setting("digits", 8, "cosine"), Setting("digits", 9, "euclidean")]
     csv = tmp_path / "bench.csv"
-    rows = PT.run_frozen(data, settings, budget, csv, size=32)
+    rows = PB.run_frozen(data, settings, budget, csv, size=32)
     assert list(rows.columns) == benchmark.COLUMNS
     assert len(rows) == len(settings) * budget.n_cases * 2  # two score kinds per cell
     assert set(rows["method"]) == {"frozen efficientnet_lite0"} and set(rows["arch"]) == {"efficientnet_lite0"}
     assert set(rows["epochs"]) == {0} and rows["auroc"].between(0, 1).all()
     assert set(rows["anomaly_classes"][rows["k"] == 9]) == {"0 1 2 3 4 5 6 7 8", "1 2 3 4 5 6 7 8 9"}
     # the frozen cells read back, and the rows can be summarized with the trained methods'
-    again = PT.run_frozen(data, settings, budget, csv, size=32)
+    again = PB.run_frozen(data, settings, budget, csv, size=32)
     pd.testing.assert_frame_equal(rows, again)
     assert len(benchmark.read_results(csv)) == len(rows)
     assert len(benchmark.summary(rows)) == 2
@@ -138,20 +140,20 @@ def test_frozen_rows_join_the_benchmark_csv(tmp_path, digits):
     for change in (dict(budget=benchmark.Budget(n_per_class=3, n_cases=2, ks=(1, 2))), dict(size=40),
                    dict(data={"digits": digits.per_class(n_train=4, n_test=3, seed=1)})):
         kw = dict(data=data, budget=budget, size=32) | change
-        other = PT.run_frozen(kw["data"], settings[:1], kw["budget"], csv, size=kw["size"])
+        other = PB.run_frozen(kw["data"], settings[:1], kw["budget"], csv, size=kw["size"])
         assert not set(other["config"]) & set(rows["config"]), change
 
 
 def test_fine_tuned_method_runs_in_the_benchmark(tmp_path, digits):
     data = {"digits": _ten_class_data(digits)}
     budget = benchmark.Budget(epochs=1, n_per_class=4, n_cases=1, ks=(1,), bs=8)
-    method = PT.fine_tuned("l2softmax", {"alpha": 16.0}, size=32)
+    method = PB.fine_tuned("l2softmax", {"alpha": 16.0}, size=32)
     assert method[2]["arch_kw"]["weights"] == PT.load("efficientnet_lite0", verbose=False)[1]
     rows = benchmark.run(data, [Setting("digits", 8, "cosine")], {"fine-tuned": method}, budget, tmp_path / "b.csv",
                          progress=False)
     assert list(rows["arch"]) == ["efficientnet_lite0"] and 0 <= rows["auroc"].iloc[0] <= 1
     # the frozen linear probe is another method with another config
-    probe = PT.fine_tuned("l2softmax", {"alpha": 16.0}, size=32, frozen=True)
+    probe = PB.fine_tuned("l2softmax", {"alpha": 16.0}, size=32, frozen=True)
     rows2 = benchmark.run(data, [Setting("digits", 8, "cosine")], {"fine-tuned": probe}, budget, tmp_path / "b.csv",
                           progress=False)
     assert rows2["config"].iloc[0] != rows["config"].iloc[0]
@@ -168,5 +170,5 @@ def test_feature_bank_looks_up_subsets_by_content(small_digits, monkeypatch):
     assert torch.equal(got[0], direct[2])
     assert torch.allclose(got[1:], PT.features("efficientnet_lite0", small_digits.x_test[:2], size=32))
     with pytest.raises(ValueError, match="feature bank .* holds efficientnet_lite0 at size 32"):
-        PT.run_frozen({"d": small_digits}, [Setting("d", 8, "cosine")], benchmark.Budget(n_cases=1), "x.csv",
+        PB.run_frozen({"d": small_digits}, [Setting("d", 8, "cosine")], benchmark.Budget(n_cases=1), "x.csv",
                       size=40, banks={"d": bank})

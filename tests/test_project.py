@@ -70,3 +70,36 @@ def test_readme_times_rewrites_only_the_last_column():
     table = "| # | x | time |\n|---|---|---|\n| 01 | [a](b) | 1 s |\n| 02 | c | not measured |\n"
     out = runner.readme_times({"seconds": {"01_a.ipynb": 1234.4}}, table)
     assert out == "| # | x | time |\n|---|---|---|\n| 01 | [a](b) | 1,234 s |\n| 02 | c | not measured |\n"
+
+
+def test_utils_stays_small_and_notebook_plumbing_out_of_sight():
+    """scripts/code_stats.py's two figures: ≤ 2,500 hand-written `utils` lines, ≤ 10 % plumbing lines."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "code_stats.py")], capture_output=True, text=True,
+                         check=True).stdout
+    hand = int(re.search(r"^utils: ([\d,]+) hand-written", out, re.M).group(1).replace(",", ""))
+    plumbing, total = (int(v.replace(",", "")) for v in re.search(r"^notebooks: ([\d,]+) of ([\d,]+)", out, re.M).groups())
+    assert hand <= 2500, out
+    assert plumbing <= 0.10 * total, out
+
+
+def test_setup_cell_imports_this_clones_utils_over_another(tmp_path):
+    """The set-up cell, run from notebooks/ after a different package called `utils` was imported, ends with
+    this clone's `utils` (and a clear error names setup_notebook when the notebook is opened elsewhere)."""
+    import subprocess
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from colab_cells import setup_source
+
+    (tmp_path / "utils").mkdir()
+    (tmp_path / "utils" / "__init__.py").write_text("FOREIGN = True\n")
+    code = (f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import utils; assert utils.FOREIGN\n"
+            + setup_source() + "\nimport utils; print(utils.__file__)")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT / "notebooks", capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert Path(run.stdout.strip()).resolve() == ROOT / "utils" / "__init__.py"
+    elsewhere = subprocess.run([sys.executable, "-c", setup_source()], cwd=tmp_path, capture_output=True, text=True)
+    assert elsewhere.returncode != 0 and "setup_notebook" in elsewhere.stderr

@@ -1,32 +1,5 @@
-"""The one-vs-rest anomaly benchmark: every loss head, every split of the classes into normal and anomaly.
-
-The protocol of the published comparison we reproduce. A *setting* is (data set, k anomaly classes,
-distance metric). A *test case* splits the 10 classes into 10 − k normal and k anomaly classes; the 10
-cases of a setting rotate, case i having the anomaly classes (i + j) mod 10 for j < k, so every class
-is an anomaly equally often. For each method and case the network is trained on the normal classes'
-training images only; every test image (all 10 classes) is scored by its distance to the normal
-training embeddings (the nearest one, and the mean of the K nearest), anomalies are the positives of
-the AUROC.
-
-    res = run({"mnist": data.load("mnist")}, PUBLISHED[5:], losses.METHODS, BUDGETS["default"],
-              "results/anomaly_benchmark.csv")
-    summary(res)
-
-Autoencoders enter the same grid as methods (`AUTOENCODERS`): a method is `(head, hparams)` or
-`(head, hparams, train_kw)`, where `train_kw` overrides `utils.train.train`'s arguments (the
-architecture, the input noise). A reconstruction method scores each test image by its reconstruction
-error ("mse", "mae") instead of a kNN distance, so its rows carry those score names, and `summary` /
-`table` show them beside the kNN methods' `score` (`recon_score=`). The metric plays no part in them.
-
-`run` appends every finished (setting, case, method, mixup) cell to the CSV at once and skips the
-cells already there, so an interrupted run continues where it stopped. A cell's identity includes a
-`config` hash of everything that produced it — the whole budget (batch size, embedding size, K values
-…), the head and its hyperparameters, the data's content (training and test images) and the source
-of the code that trains and scores — so a changed setting or a code change recomputes instead of
-showing old numbers. Training and embeddings are
-cached on disk (`utils.train.train`, `utils.embed.embeddings`), so the cosine and euclidean settings
-of the same k train each network once.
-"""
+"""The one-vs-rest anomaly benchmark: every loss head (and autoencoder), every split of the classes into
+normal and anomaly; resumable, keyed rows in a CSV (utils/README.md: the protocol and the keys)."""
 from __future__ import annotations
 
 import math
@@ -94,20 +67,8 @@ def normal_classes(anomalies: list[int], n_classes: int = N_CLASSES) -> list[int
 # ----------------------------------------------------------------------------- budgets
 @dataclass(frozen=True)
 class Budget:
-    """How much to spend per cell. `arch` is one name or a dict data set -> name ("cnn" if absent).
-
-    `ks`: the K of the "mean of the K nearest" scores (1 is the nearest, "min"; None is all of them);
-    a K above the number of training images is capped at it. `n_per_class` None = all training images.
-    Every field but n_cases and ks (which say which cells and rows exist, not what is in them) is part
-    of a cell's identity in the CSV through its `config` hash; epochs, n_per_class, arch and seed also
-    have columns of their own.
-
-    Presets (`BUDGETS`): "smoke" (seconds: 1 epoch, 20 images per class, 2 cases) and "default" (the
-    published notebooks, minutes on a CPU: 300 per class, 3 cases, batches of 32; 3 epochs unless
-    `fixed_steps` sets them) use the small CNN for every data set; "full" (the published protocol, a
-    GPU: 15 epochs, every image, 10 cases) uses ResNet18 for CIFAR-10 and the small CNN for MNIST and
-    any other data set.
-    """
+    """How much to spend per cell (presets: `BUDGETS`). `arch`: one name or data set -> name; `ks`: the K of the
+    "mean of the K nearest" scores (None: all). utils/README.md: which fields key a cell, the presets."""
     epochs: int = 15
     n_per_class: int | None = None
     n_cases: int = N_CLASSES
@@ -407,12 +368,7 @@ def _configs(data_by_name: dict[str, ImageData], cells: list[tuple], methods: di
 def run(data_by_name: dict[str, ImageData], settings: list[Setting], methods: dict | None,
         budget: Budget, csv_path: str | Path, mixups=(0.0,), progress: bool = True) -> pd.DataFrame:
     """Compute every (setting × case × method × mixup) cell not yet in `csv_path`; return this grid's rows.
-
-    `methods`: display name -> (head name, hparams) or (head name, hparams, train_kw) (e.g.
-    `{**losses.METHODS, **AUTOENCODERS}`); None = `losses.METHODS`. A cell counts as done when the CSV
-    holds a row for each of its score kinds (`cell_kinds`); cells of this grid with only some of them (a
-    run stopped mid-write, a changed `ks`) are dropped and recomputed.
-    """
+    `methods`: name -> (head, hparams[, train_kw]); None = `losses.METHODS` (utils/README.md)."""
     methods = losses.METHODS if methods is None else methods
     for s in settings:
         if not isinstance(s, Setting):

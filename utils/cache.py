@@ -1,12 +1,5 @@
-"""One way to key what is cached or recorded: a hash of everything that produced it.
-
-    path = cache_dir() / "models" / f"{arch}-{head}-{key(config, code=TRAINING_CODE)}.pt"
-
-`key` hashes any JSON-able parts (other objects by `str`) together with what the named `utils` modules *do*
-(`code_text`: their syntax trees without docstrings and comments), so a change of settings, data or code
-gives a new key while an edited comment or docstring does not. Trained models, embeddings, features,
-benchmark rows, the demo's recognizer and the published notebooks' code versions all use it.
-"""
+"""One way to key what is cached or recorded: a hash of everything that produced it, the code by what it *does*
+(an edited comment or docstring keeps the key; utils/README.md)."""
 from __future__ import annotations
 
 import ast

@@ -1,15 +1,5 @@
-"""Data sets as in-memory tensors: uint8 images N×C×H×W, int64 labels, class names, provenance.
-
-`load(name)` looks for local copies first (explicit `root`, `$DML_DATA`, the project's `data/`,
-Debian's `/usr/share/datasets`), then downloads (torchvision; scikit-learn for the faces). `digits`
-(scikit-learn's bundled 8×8 digits, upscaled to 28×28) and `photos` (32×32 patches of scikit-learn's
-two bundled photos, an offline stand-in for natural images) work on any machine, offline.
-
-For recognising classes never seen in training: `att_faces` (the AT&T / ORL faces, 40 people × 10
-images) and `omniglot` (handwritten characters of many alphabets, 20 drawers each), with
-`load_oneshot_runs()` (Lake et al.'s official 20-way one-shot episodes, for evaluation only),
-`hold_out` (a split by class), `rotations` (rotated characters as new classes) and `resize`.
-"""
+"""Data sets as in-memory tensors: uint8 images N×C×H×W, int64 labels, class names, provenance; local copies
+first (`$DML_DATA`, data/, Debian), downloads otherwise (utils/README.md: the sets and where they are looked for)."""
 from __future__ import annotations
 
 import gzip
@@ -44,7 +34,6 @@ CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
 FACE_CLASSES = [f"s{i}" for i in range(1, 41)]        # the AT&T faces' folders s1..s40, one per person
 FACES_TRAIN = 7              # AT&T faces: images 1–7 of every person train, 8–10 test
 OMNIGLOT_TEST_DRAWERS = 4    # Omniglot: per character, the last 4 drawers (by drawer id) test, the rest train
-ONESHOT_URL = "https://github.com/brendenlake/omniglot/raw/master/python/one-shot-classification/all_runs.zip"
 
 # name -> (folder names to look for under a data root, class names)
 KNOWN = {
@@ -142,27 +131,6 @@ def per_image_keys(info: dict) -> list[str]:
     """The names `k` of `info`'s per-image entries: tensors `<k>_train` and `<k>_test`."""
     return [k[:-len("_train")] for k, v in info.items()
             if k.endswith("_train") and torch.is_tensor(v) and torch.is_tensor(info.get(k[:-len("_train")] + "_test"))]
-
-
-@dataclass
-class Episode:
-    """One N-way one-shot task: match every query to the support image of the same character.
-
-    `support` and `query` are uint8 N×1×H×W images (ink 255 on background 0, as `load("omniglot")`);
-    `answer[i]` (int64) is the index into `support` of query i's character.
-    """
-    name: str
-    support: torch.Tensor
-    query: torch.Tensor
-    answer: torch.Tensor
-
-    def __repr__(self) -> str:
-        return f"Episode({self.name!r}: {len(self.support)} support, {len(self.query)} queries, " \
-               f"{'×'.join(map(str, self.support.shape[1:]))})"
-
-    def resized(self, height: int, width: int) -> "Episode":
-        """Support and queries resized to height×width (see `resize`)."""
-        return replace(self, support=resize(self.support, height, width), query=resize(self.query, height, width))
 
 
 class DataNotFound(FileNotFoundError):
@@ -335,15 +303,8 @@ def _stack_images(groups: list[tuple[Path, list]], size: tuple[int, int] | None)
 
 def read_image_folder(folder: str | Path, classes: list[str] | None = None,
                       size: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Decode `folder/<class>/*` images into uint8 N×C×H×W. Class order: `classes` or sorted names.
-
-    PIL modes are converted explicitly, deciding once for the whole folder: C=1 if every image is
-    gray ("1", "L", "LA", "I", "I;16*", "F", or a "P" whose colours are all gray), else C=3 (gray
-    images replicated). "1" becomes 0/255; 16-bit images are divided by 257 (65535 -> 255), 32-bit
-    "I" and float "F" images scaled by one data-set-wide rule (`_wide_scale`), never clipped. Alpha is
-    dropped by compositing on black (a fully transparent pixel becomes 0). Differently sized images
-    need `size=(H, W)` (antialiased bilinear resize).
-    """
+    """Decode `folder/<class>/*` images into uint8 N×C×H×W (class order: `classes` or sorted names); gray or RGB
+    and the scale are decided once for the folder (`_decode_image`, `_stack_images`); mixed sizes need `size=(H, W)`."""
     folder = Path(folder)
     images, ys, names = _decode_folder(folder, classes)
     x, = _stack_images([(folder, images)], size)
@@ -453,16 +414,8 @@ def _omniglot_drawings(source: Path):
 
 
 def read_omniglot(folder: str | Path) -> tuple | None:
-    """Omniglot's background set from `folder` -> (tensors, classes, info, notes), or None if absent.
-
-    Reads `images_background/` or `images_background.zip` (all 964 characters of 30 alphabets) if
-    there, else `images_background_small1.zip` and `…small2.zip` (zips read directly, never
-    extracted). The small sets share Greek and Latin: a drawing, identified by (alphabet, character,
-    drawer), is kept once; the copies must be identical. Images uint8 N×1×105×105 with ink 255 on
-    background 0 (MNIST's light-on-dark, the inverse of the files). Label = character index, sorted
-    by alphabet then character. Split within each character, by drawer: the last
-    `OMNIGLOT_TEST_DRAWERS` = 4 drawers test, the others (16 of the 20) train.
-    """
+    """Omniglot's background set from `folder` -> (tensors, classes, info, notes), or None if absent; ink 255 on 0,
+    label = character, the last `OMNIGLOT_TEST_DRAWERS` drawers of each character test (utils/README.md)."""
     folder = Path(folder)
     sources = _omniglot_sources(folder)
     if not sources:
@@ -502,46 +455,6 @@ def read_omniglot(folder: str | Path) -> tuple | None:
     notes = [f"Omniglot background set from {' + '.join(s.name for s in sources)}: {len(characters)} characters of "
              f"{len(alphabets)} alphabets; per character the last {OMNIGLOT_TEST_DRAWERS} drawers are the test split"]
     return tuple(out), [f"{a}/{c}" for a, c in characters], info, notes
-
-
-def read_oneshot_runs(path: str | Path) -> list[Episode]:
-    """Lake et al.'s `all_runs.zip` -> one `Episode` per `runNN/` (see `load_oneshot_runs`).
-
-    Each run holds `training/classNN.png` (the support), `test/itemNN.png` (the queries) and
-    `class_labels.txt`, one line `runNN/test/itemNN.png runNN/training/classMM.png` per query.
-    """
-    path = Path(path)
-    try:
-        z = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as e:
-        raise ValueError(f"{path} is not a zip file (an interrupted download?); delete it and fetch it again") from e
-    episodes = []
-    with z:
-        names = set(z.namelist())
-        runs = sorted({n.split("/")[0] for n in names if n.count("/") == 1 and n.endswith("/class_labels.txt")},
-                      key=_natural_key)
-        if not runs:
-            raise ValueError(f"{path} holds no runNN/class_labels.txt: not Lake et al.'s all_runs.zip")
-        for run in runs:
-            support, query = ([n for n in sorted(names, key=_natural_key) if n.startswith(f"{run}/{part}/")
-                               and n.endswith(".png")] for part in ("training", "test"))
-            key = {}
-            for line in z.read(f"{run}/class_labels.txt").decode().splitlines():
-                if line.strip():
-                    if len(line.split()) != 2:
-                        raise ValueError(f"{path}: {run}/class_labels.txt: {line!r} is not '<query> <support>'")
-                    q, s = line.split()
-                    key[q] = s
-            answer = []
-            for q in query:
-                if key.get(q) not in support:
-                    raise ValueError(f"{path}: {run}/class_labels.txt gives {q} no match among {run}/training/*.png "
-                                     f"(it says {key.get(q)!r})")
-                answer.append(support.index(key[q]))
-            images = [torch.from_numpy(np.stack([_ink(z.read(n)) for n in files])).unsqueeze(1)
-                      for files in (support, query)]
-            episodes.append(Episode(run, *images, torch.tensor(answer, dtype=torch.int64)))
-    return episodes
 
 
 def load_digits28() -> ImageData:
@@ -773,14 +686,9 @@ def _download(name: str) -> ImageData:
 
 def load(name: str, root: str | Path | None = None, download: bool = True,
          fallback: str | None = None) -> ImageData:
-    """Load a data set by name (see `NAMES`) or from an image-folder path with train/ and test/.
-
-    Looks in `root`, `$DML_DATA`, the project's `data/`, `/usr/share/datasets` (each with the data
-    set's folder names, e.g. `<root>/mnist/`); then downloads if `download` (torchvision; for
-    `att_faces` scikit-learn's Olivetti copy). If all fail and `fallback` is given (e.g. "digits"),
-    loads that instead and says so; otherwise raises `DataNotFound` explaining where it looked and
-    how to fix it. See `read_att_faces` and `read_omniglot` for those two sets' formats and splits.
-    """
+    """Load a data set by name (see `NAMES`) or from an image-folder path with train/ and test/: local folders
+    first, then a download; with `fallback` (e.g. "digits") that set instead, said so; else `DataNotFound`
+    saying where it looked and how to fix it (utils/README.md)."""
     if name not in KNOWN:
         p = Path(name).expanduser()
         if p.is_dir():
@@ -825,35 +733,6 @@ def load(name: str, root: str | Path | None = None, download: bool = True,
         data.notes.append(f"{name!r} was not available ({problem}); using {fallback!r} instead")
         return data
     raise DataNotFound(msg)
-
-
-def load_oneshot_runs(root: str | Path | None = None, download: bool = True) -> list[Episode]:
-    """Lake et al.'s official 20-way one-shot task on Omniglot: 20 `Episode`s ("run01" … "run20").
-
-    Each run shows one drawing of each of 20 characters (the support) and 20 other drawings of the
-    same characters (the queries); `answer` gives each query's correct support. The characters come
-    from the evaluation alphabets, which `load("omniglot")` (the background set) never contains: an
-    evaluation set only, never train on it. Images as `load("omniglot")`: uint8 20×1×105×105, ink 255.
-
-    Reads `all_runs.zip` from `<root>/omniglot/` (looked up like `load`'s folders); if absent and
-    `download`, fetches it from the Omniglot repository into the project's `data/omniglot/`.
-    """
-    looked = []
-    for folder, shown in _local_folders("omniglot", root):
-        looked.append(f"{shown}/all_runs.zip")
-        if (folder / "all_runs.zip").is_file():
-            return read_oneshot_runs(folder / "all_runs.zip")
-    problem = _why_not_download(download)
-    if problem is None:
-        path = PROJECT_DATA / "omniglot" / "all_runs.zip"
-        try:
-            _fetch(ONESHOT_URL, path)
-            return read_oneshot_runs(path)
-        except Exception as e:  # offline, blocked, …
-            problem = f"download failed: {type(e).__name__}: {str(e).splitlines()[0][:100]}"
-    raise DataNotFound(f"could not load the Omniglot one-shot runs ({problem}). Looked in: {', '.join(looked)}.\n"
-                       f"Fix: put all_runs.zip ({ONESHOT_URL}) under <root>/omniglot/ and set DML_DATA=<root>, "
-                       f"or pass root=…; or allow the download (download=True, DML_OFFLINE unset).")
 
 
 # ----------------------------------------------------------------------------- selection
@@ -921,13 +800,8 @@ def resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- unseen classes
 def hold_out(data: ImageData, test_classes: list[int]) -> ImageData:
-    """A split for recognising classes never seen in training, e.g. people or characters.
-
-    train = every image (both splits) of the other classes, relabelled 0..k-1 in their order;
-    test = every image (both splits) of `test_classes`, relabelled 0..m-1 in the order given.
-    `classes` names the train classes; `info["test_classes"]` the test ones (the test labels index
-    it, not `classes`). Per-image `info` entries follow their images.
-    """
+    """A split by class, for classes never seen in training: train = every image of the other classes, test =
+    every image of `test_classes` (relabelled in the order given; `info["test_classes"]` names them)."""
     n, test_classes = len(data.classes), [int(c) for c in test_classes]
     unknown = [c for c in test_classes if not 0 <= c < n]
     if unknown:
@@ -952,14 +826,8 @@ def hold_out(data: ImageData, test_classes: list[int]) -> ImageData:
 
 
 def rotations(data: ImageData) -> ImageData:
-    """Omniglot-style augmentation: every image rotated by 0°, 90°, 180° and 270°, each a new class.
-
-    Santoro et al. 2016, Vinyals et al. 2016: a character turned by 90° is a character of its own.
-    Both splits get 4× the images (rotation r = 0..3, by `torch.rot90` counter-clockwise, in blocks
-    r = 0, 1, 2, 3); class c rotated by r·90° becomes class r·n + c with n classes, named "<name>@90"
-    etc. (0° keeps its name). After `hold_out`, the test split uses n = len(info["test_classes"]).
-    Needs square images.
-    """
+    """Omniglot-style augmentation (Santoro et al. 2016): each image turned by 0°, 90°, 180°, 270°, each a new
+    class r·n + c named "<name>@90" etc. Square images; utils/README.md: the order."""
     if data.x_train.shape[-1] != data.x_train.shape[-2]:
         raise ValueError(f"rotations needs square images, got {tuple(data.x_train.shape[-2:])}; "
                          f"make them square first, e.g. data.resized(s, s)")

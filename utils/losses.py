@@ -1,19 +1,5 @@
-"""The loss heads by name: `make("arcface", emb_dim=64, n_classes=10, s=16)`, the lists of names, and the six
-classification methods the notebooks compare (`METHODS`).
-
-The heads themselves are written in the notebooks that teach them, beside their formulas, and saved from
-those cells (`#@save`) to `utils.heads` (01-04: softmax, L2-softmax, CosFace, ArcFace, SphereFace, center
-loss), `utils.pair_losses` (09-10: contrastive, triplet, Koch's Siamese head, prototypical) and
-`utils.autoencoders` (11: the reconstruction objective). Every head is a plain `nn.Module`:
-
-    loss = head(embeddings, labels)     # a scalar; `head.reduction = "none"` gives one loss per sample (mixup)
-    logits = head.logits(embeddings)    # classification heads only, for prediction (no margin)
-
-and `fit` calls `head.begin(total_steps)` before training and `head.step()` after each optimizer step
-where a head has them (SphereFace's λ, center loss's centers, the triplet statistics). `NAMES` are the
-heads with logits, `PAIR_NAMES` those that learn an embedding only, `RECONSTRUCTION_NAMES` the objective
-that compares the output with the input (`uses_inputs`: `fit` calls `head(output, labels, inputs=images)`).
-"""
+"""The loss heads by name (`make("arcface", emb_dim=64, n_classes=10, s=16)`) and the six classification methods
+the notebooks compare (`METHODS`); the heads are written in notebooks 01-04, 09-11 (utils/README.md)."""
 from __future__ import annotations
 
 from typing import Callable

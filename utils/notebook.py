@@ -36,8 +36,8 @@ def code_version() -> str:
     return source_hash(tuple(sorted(p.name for p in Path(__file__).resolve().parent.glob("*.py"))))
 
 
-def banner(mode: str, data=None) -> None:
-    """Print the mode, the device, versions and `utils` code version, and the data's origin."""
+def banner(mode: str, data=None, budget=None) -> None:
+    """Print the mode, the device, versions and `utils` code version, the data's origin and the budget."""
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
     print(f"MODE {mode!r} — {MODE_HELP[mode]}")
     print(f"device: {dev} · torch {torch.__version__} · python {platform.python_version()} · utils {code_version()}")
@@ -45,6 +45,8 @@ def banner(mode: str, data=None) -> None:
         print(f"data: {data}")
         for note in data.notes:
             print(f"NOTE: {note}")
+    if budget is not None:
+        print("budget:", budget)
 
 
 def record(echo: bool = True, **values) -> dict:

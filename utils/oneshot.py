@@ -1,17 +1,4 @@
-"""Recognising what was never seen: verification of pairs and N-way one-shot episodes.
-
-Two questions about an embedding f, asked on classes (people, characters) absent from training:
-
-- **verification** — are x₁ and x₂ the same class? Answer d(f(x₁), f(x₂)) < t, with the threshold t
-  chosen on training pairs; reported as accuracy on balanced pairs and as ROC AUC (threshold-free);
-- **N-way one-shot** — given one example of each of N new classes (the support) and a query, which
-  class is it? Answer the support with the highest similarity (Lake et al.'s 20-way task on Omniglot).
-  Notebook 10's cells (`utils.nway`) build such episodes from held-out alphabets (`alphabet_episodes`), and
-  average shifted copies or several networks (`with_tta`, `ensemble`).
-
-Similarities are "higher = more alike": cosine by default, −Euclidean, or any callable, e.g. a
-Siamese network's p(same).
-"""
+"""Recognising what was never seen: verification of pairs and N-way one-shot episodes (utils/README.md)."""
 from __future__ import annotations
 
 from typing import Callable
@@ -38,7 +25,7 @@ def head_similarity(head) -> str | Similarity:
 
 def oneshot(embed: Callable[[torch.Tensor], torch.Tensor], episodes: list,
             similarity: str | Similarity = "cosine") -> pd.DataFrame:
-    """Accuracy of every episode (`data.Episode`: support, query, answer) with `embed(images)`;
+    """Accuracy of every episode (an `Episode`: support, query, answer) with `embed(images)`;
     one row per episode. `embed` may average views (test-time augmentation) or models (ensembles)."""
     rows = []
     for ep in episodes:

@@ -1,14 +1,5 @@
-"""Pairs and triplets inside a batch, and the class-balanced P×K sampler they need.
-
-The distances, masks and miners are notebook 09's lesson cells (`utils.pair_losses`), re-exported here:
-
-    pos, neg = pair_masks(labels)            # B×B: same label (i ≠ j) / different label
-    dist = distances(embeddings)             # B×B Euclidean distances (of L2-normalized embeddings)
-    a, p, n = batch_hard(dist, labels)       # one (anchor, positive, negative) triple per anchor
-    batches = PKSampler(p=32, k=4).epoch(labels, generator)   # P classes × K images per batch
-
-They match pytorch-metric-learning's miners (`TripletMarginMiner`, `BatchHardMiner`), tested.
-"""
+"""Pairs and triplets inside a batch (notebook 09's cells, `utils.pair_losses`, re-exported) and the class-balanced
+P×K sampler they need (utils/README.md)."""
 from __future__ import annotations
 
 import torch
@@ -49,18 +40,8 @@ def _below(bound: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 
 class PKSampler:
-    """Class-balanced batches (Hermans et al. 2017): P classes, K images of each, B = P·K.
-
-    Triplet and contrastive losses learn only from pairs inside a batch; a random batch of 128 from
-    1,000 classes holds almost no two images of the same class, so there is nothing to pull together.
-    P×K batches guarantee every anchor K − 1 positives and (P − 1)·K negatives.
-
-    `epoch(labels, g)` returns `steps(len(labels))` batches of dataset indices. In every batch the P
-    classes are distinct, drawn uniformly from the classes present (whatever their sizes), and each
-    class contributes K images: K distinct ones when it has at least K (Floyd's algorithm, vectorized
-    over all the batches), else K drawn with replacement. Deterministic given the generator; the
-    result lies on the generator's device.
-    """
+    """Class-balanced batches (Hermans et al. 2017): P classes, K images of each, B = P·K; every anchor has
+    K − 1 positives. `epoch(labels, g)`: `steps(len(labels))` batches of indices (utils/README.md: how drawn)."""
 
     def __init__(self, p: int, k: int):
         if int(p) != p or int(k) != k or p < 1 or k < 1:

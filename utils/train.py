@@ -1,10 +1,4 @@
-"""Training and evaluation: one `fit` for every embedding network + loss head.
-
-The whole data set sits on the device as uint8; batches are index slices, augmentation and mixup
-are batched tensor ops, so there is no per-image Python work. One-cycle learning rate and momentum,
-mixed precision on a GPU (bf16 where the GPU supports it natively, else fp16 with a gradient scaler),
-a fastprogress bar, a per-epoch history, and a NaN guard that names the head and step.
-"""
+"""Training and evaluation: one `fit` for every embedding network + loss head (utils/README.md: how it is fast)."""
 from __future__ import annotations
 
 import hashlib
@@ -48,13 +42,8 @@ def default_device() -> torch.device:
 
 
 def choose_precision(device_type: str, capability: tuple[int, int] | None = None) -> tuple[torch.dtype | None, bool]:
-    """(autocast dtype or None for float32, whether to use a gradient scaler) for a device.
-
-    CPU: float32 (no autocast). CUDA with compute capability >= 8.0 (Ampere and later: A100, H100,
-    RTX 30xx…): bfloat16, which needs no loss scaling. Older GPUs (the T4 of free Colab is 7.5, a V100
-    7.0) have no native bfloat16: float16 with a gradient scaler. `capability` defaults to the current
-    CUDA device's.
-    """
+    """(autocast dtype or None, gradient scaler?) for a device: CPU float32; CUDA ≥ 8.0 bfloat16; older GPUs
+    float16 with a scaler (utils/README.md)."""
     if device_type != "cuda":
         return None, False
     if capability is None:
@@ -81,14 +70,8 @@ def random_shift(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
 
 def random_affine(x: torch.Tensor, g: torch.Generator, degrees: float = 10.0, scale: float = 0.1,
                   shear: float = 0.1, translate: float = 0.1) -> torch.Tensor:
-    """Small random affine distortions, one per image, as one batched `grid_sample` (zero fill).
-
-    Each image gets a rotation in ±`degrees`, an isotropic scale in 1 ± `scale`, a shear in ±`shear`
-    and a shift in ±`translate` of its size, every part always applied. These are our ranges, in the
-    spirit of Koch et al. (2015), not theirs: they drew scale 0.8–1.2, shear ±0.3 and a shift of ±2
-    pixels of 105, each part with probability 0.5 (and rotations ±10°). uint8 input comes back as float
-    in [0, 1] (the models accept both).
-    """
+    """Small random affine distortions, one per image, one batched `grid_sample` (zero fill); our ranges,
+    in the spirit of Koch et al. (2015), not theirs (utils/README.md). uint8 in, float [0, 1] out."""
     b = x.shape[0]
     xf = x.float() / 255 if x.dtype == torch.uint8 else x.float()
 
@@ -156,23 +139,11 @@ def fit(model: nn.Module, head: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
         sampler: PKSampler | None = None, valid: tuple[torch.Tensor, torch.Tensor] | None = None,
         seed: int = 0, device: torch.device | str | None = None, amp: bool | None = None,
         progress: bool | None = None) -> pd.DataFrame:
-    """Train `model` + `head` with AdamW and a one-cycle schedule; return the per-epoch history.
+    """Train `model` + `head` with AdamW and fastai's one-cycle schedule; return the per-epoch history.
 
-    x: uint8 images N×C×H×W, y: int64 labels. `augment` = max random shift in pixels (0 = none);
-    `affine` = keyword arguments of `random_affine` (None = off; {} = its defaults); `noise` = σ of the
-    Gaussian noise added to the network's input (`gaussian_noise`; 0 = off); `mixup` = Beta(α, α)
-    parameter (0 = off). A head that uses the inputs (`head.uses_inputs`: the autoencoders'
-    `reconstruction`) gets the batch as the network saw it before the noise, `head(model(noisy),
-    labels, inputs=clean)` — so with `noise` > 0 an autoencoder learns to denoise.
-    Batches are slices of a fresh random order every epoch, or, with a `sampler` (`PKSampler(p, k)`:
-    P classes × K images, what pair and triplet heads need to find positives), its class-balanced batches (then `bs` is ignored). `valid` = (x, y) evaluated after
-    every epoch (heads with logits only).
-    Every parameter of the model and the head is optimized (`param_groups`); the head's `begin` is
-    called with the number of steps, its `step` after each one. The schedule is fastai's
-    fit_one_cycle: the learning rate rises to `lr` over the first quarter and anneals to ≈0, while
-    AdamW's β1 moves the other way, 0.95 → 0.85 → 0.95 (β2 = 0.99). `amp` (default: on for CUDA)
-    picks the precision with `choose_precision`. The history's `lr` is the rate of the epoch's last step.
-    """
+    x: uint8 images N×C×H×W, y: int64 labels. `augment` (max shift, pixels), `affine` (`random_affine`'s
+    keywords), `noise` (σ), `mixup` (Beta(α, α)); a `sampler` (`PKSampler`) gives P×K batches; `valid` = (x, y)
+    scored after every epoch. utils/README.md: what every argument does."""
     from fastprogress.fastprogress import master_bar, progress_bar
 
     device = torch.device(device) if device is not None else default_device()
@@ -376,16 +347,9 @@ def train(data: ImageData, head: str | type[nn.Module] = "softmax", *, arch: str
           validate: bool = True, cache: bool = True, progress: bool | None = None) -> Trained:
     """Seed, build `arch` + `head`, fit on `data`'s train split (test split as validation), cache.
 
-    `pk=(P, K)` trains on class-balanced batches of P classes × K images (`PKSampler`; `bs` is then
-    P·K). Heads without logits (pair and triplet losses, the autoencoders' `reconstruction`) have no test
-    accuracy: their history holds the training loss only, and the notebooks evaluate their embeddings
-    (or reconstructions) directly. `noise`: see `fit` (a denoising autoencoder). `validate=False`
-    skips the per-epoch test metrics (e.g. when the test split holds classes the head has never seen).
-    The cache key covers every argument, the training data's content and the training code, so a
-    change anywhere retrains instead of loading a stale model. `head` is a name of `losses.make` or a head
-    class itself (e.g. one a learner edited in a notebook cell), built as `head(emb_dim, n_classes, **hparams)`
-    and keyed by its own code.
-    """
+    `head` is a name of `losses.make` or a head class (e.g. one edited in a notebook cell, keyed by its own code);
+    `pk=(P, K)`: class-balanced batches. The cache key covers every argument, the data and the training code
+    (utils/README.md)."""
     hparams, arch_kw = dict(hparams or {}), dict(arch_kw or {})
     head_class, head = (None, head) if isinstance(head, str) else (head, head.__name__)
     sampler = PKSampler(*pk) if pk is not None else None
