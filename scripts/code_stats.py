@@ -2,8 +2,9 @@
 
     python scripts/code_stats.py
 
-- `utils` hand-written lines: the non-blank lines of `utils/*.py`, without the modules `scripts/export.py`
-  generates from the notebooks' `#@save` cells (counted apart).
+- `utils` hand-written lines of `utils/*.py`, without the modules `scripts/export.py` generates from the
+  notebooks' `#@save` cells (counted apart), two ways: every line (as `wc -l` counts them, blank lines and
+  docstrings included) and the non-blank lines.
 - Notebook plumbing: the share of the notebooks' code lines (non-blank, not only a comment) that are
   set-up rather than lesson: the set-up cell, the budget table (`BUDGET = …`, or any `{…}[MODE]`), `NB.resolve_mode`,
   `NB.banner`, `NB.record`, `P.style()` and printing the budget.
@@ -68,19 +69,20 @@ def notebook_plumbing(path: Path) -> tuple[int, int]:
     return plumbing, total
 
 
-def utils_lines() -> tuple[int, int]:
-    """(hand-written, generated) non-blank lines of `utils/*.py`."""
+def utils_lines(non_blank: bool = True) -> tuple[int, int]:
+    """(hand-written, generated) lines of `utils/*.py`: the non-blank ones, or every line (`non_blank=False`)."""
     gen = set(generated())
     count = {True: 0, False: 0}
     for p in (ROOT / "utils").glob("*.py"):
-        count[p in gen] += sum(1 for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip())
+        count[p in gen] += sum(1 for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip() or not non_blank)
     return count[False], count[True]
 
 
 def main() -> None:
-    hand, gen = utils_lines()
+    (hand, gen), (hand_all, gen_all) = utils_lines(), utils_lines(non_blank=False)
     print(f"utils: {hand:,} hand-written lines (non-blank), {gen:,} generated from #@save cells "
           f"({', '.join(p.name for p in generated())})")
+    print(f"utils, every line (wc -l): {hand_all:,} hand-written, {gen_all:,} generated")
     plumbing = total = 0
     for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         p, t = notebook_plumbing(nb)

@@ -10,7 +10,8 @@ carry no injected cell. The mode, the `utils` code version, the modules it hashe
 written into the executed notebook's metadata (`metadata.dml`); the tests check that those modules are
 unchanged and include every `utils` module the notebook imports, directly or through another. Progress bars are off
 (`DML_PROGRESS=0`) and widgets are not drawn (`DML_HEADLESS=1`) so outputs stay clean. Each notebook
-records its headline numbers into `<out>/<notebook>.json`; `<out>/SUMMARY.md` gathers them. `--dataset`
+records its headline numbers into `<out>/<notebook>.json` and into its metadata (`metadata.dml.results`);
+`<out>/SUMMARY.md` gathers them. `--dataset`
 is the one override that needs papermill's injected parameters cell, so it cannot be combined with `--inplace`.
 
 `--cold` runs from nothing: an empty cache folder (decoded data, trained models, embeddings, features)
@@ -55,16 +56,28 @@ def strip_injected(src: Path, dest: Path) -> None:
 
 def clean_metadata(path: Path, run: dict | None = None) -> None:
     """Drop papermill's machine-specific metadata (absolute paths, timestamps) from an executed notebook
-    and record how it was run (`metadata.dml`: mode, utils code version, seconds)."""
+    and record how it was run (`metadata.dml`: mode, utils code version, seconds, the recorded numbers; a
+    number that is not finite becomes null, as strict JSON readers such as JupyterLab's require)."""
     nb = json.loads(path.read_text())
     nb["metadata"].pop("papermill", None)
     nb["metadata"].pop("widgets", None)
     if run is not None:
-        nb["metadata"]["dml"] = run
+        nb["metadata"]["dml"] = _finite(run)
     for cell in nb["cells"]:
         cell.get("metadata", {}).pop("papermill", None)
         cell.get("metadata", {}).pop("execution", None)
     path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
+def _finite(obj):
+    """`obj` with every float that is not finite (NaN: not run in this mode) replaced by None."""
+    if isinstance(obj, float):
+        return obj if obj == obj and abs(obj) != float("inf") else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def utils_modules() -> list[str]:
@@ -168,7 +181,8 @@ def execute(nb: Path, out: Path, mode: str, dataset: str | None, results: Path, 
                         f"its outputs come from no single version; run it again")
     row["results"] = json.loads(results.read_text()) if results.is_file() else {}
     if out.is_file():
-        clean_metadata(out, {"mode": mode, "utils": version, "utils_modules": modules, "seconds": row["seconds"]})
+        clean_metadata(out, {"mode": mode, "utils": version, "utils_modules": modules, "seconds": row["seconds"],
+                             "results": row["results"]})
     return row
 
 
