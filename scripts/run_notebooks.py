@@ -69,6 +69,18 @@ def clean_metadata(path: Path, run: dict | None = None) -> None:
     path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
+def cell_seconds(path: Path) -> list[tuple[int, float, str]]:
+    """(cell number, seconds, first code line) of every code cell papermill timed in the executed notebook
+    `path`, slowest first: where a notebook's time goes, for choosing what a budget cut should touch."""
+    timed = []
+    for i, cell in enumerate(json.loads(path.read_text())["cells"]):
+        duration = cell.get("metadata", {}).get("papermill", {}).get("duration")
+        if cell["cell_type"] == "code" and duration is not None:
+            code = [ln for ln in "".join(cell["source"]).splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+            timed.append((i, round(duration, 1), (code or [""])[0].strip()[:60]))
+    return sorted(timed, key=lambda t: -t[1])
+
+
 def _finite(obj):
     """`obj` with every float that is not finite (NaN: not run in this mode) replaced by None."""
     if isinstance(obj, float):
@@ -181,6 +193,7 @@ def execute(nb: Path, out: Path, mode: str, dataset: str | None, results: Path, 
                         f"its outputs come from no single version; run it again")
     row["results"] = json.loads(results.read_text()) if results.is_file() else {}
     if out.is_file():
+        row["cells"] = cell_seconds(out)  # read before clean_metadata drops papermill's timings
         clean_metadata(out, {"mode": mode, "utils": version, "utils_modules": modules, "seconds": row["seconds"],
                              "results": row["results"]})
     return row
@@ -195,6 +208,9 @@ def summary(rows: list[dict]) -> str:
         lines += ["", f"## {r['notebook']}"]
         if r.get("error"):
             lines.append(f"- error: `{r['error']}`")
+        if r.get("cells"):
+            lines.append("- slowest cells: " + "; ".join(f"cell {i}, {s} s (`{code.replace('`', chr(39))}`)"
+                                                        for i, s, code in r["cells"][:5]))
         lines += [f"- {k}: {v:.4f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in r["results"].items()]
     return "\n".join(lines) + "\n"
 

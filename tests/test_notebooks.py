@@ -48,6 +48,8 @@ def test_smoke_run_passes_and_writes_summary(smoke):
     assert rc == 0, summary
     for nb in NOTEBOOKS:
         assert f"| {nb.name} | smoke | ok |" in summary
+        assert re.search(rf"## {re.escape(nb.name)}\n- slowest cells: cell \d+, \d+\.\d s", summary), \
+            f"{nb.name}: SUMMARY.md does not say which cells took the time"
         executed = json.loads((out / nb.name).read_text())
         errors = [o for c in executed["cells"] if c["cell_type"] == "code" for o in c["outputs"]
                   if o["output_type"] == "error"]

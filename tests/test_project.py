@@ -120,3 +120,24 @@ def test_the_runner_keeps_a_notebooks_records_as_strict_json():
     run = {"mode": "default", "results": {"a": [float("nan"), 1.0], "b": float("inf"), "c": "x", "d": 2}}
     assert runner._finite(run) == {"mode": "default", "results": {"a": [None, 1.0], "b": None, "c": "x", "d": 2}}
     json.loads(json.dumps(runner._finite(run)), parse_constant=lambda c: (_ for _ in ()).throw(AssertionError(c)))
+
+
+def test_the_runner_says_which_cells_take_the_time(tmp_path):
+    """The run summary names each notebook's slowest code cells, from papermill's per-cell timings, which the
+    committed notebook no longer carries (they differ on every run)."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "scripts" / "run_notebooks.py")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    cells = [{"cell_type": "markdown", "metadata": {}, "source": ["# x"]},
+             {"cell_type": "code", "metadata": {"papermill": {"duration": 1.04}}, "source": ["# set-up\n", "import torch"]},
+             {"cell_type": "code", "metadata": {"papermill": {"duration": 12.26}}, "source": ["res = train(`x`)"]},
+             {"cell_type": "code", "metadata": {}, "source": ["not run"]}]
+    path = tmp_path / "nb.ipynb"
+    path.write_text(json.dumps({"cells": cells, "metadata": {}}))
+    assert runner.cell_seconds(path) == [(2, 12.3, "res = train(`x`)"), (1, 1.0, "import torch")]
+    row = {"notebook": "nb.ipynb", "mode": "default", "status": "ok", "seconds": 14.0, "results": {},
+           "cells": runner.cell_seconds(path)}
+    assert "- slowest cells: cell 2, 12.3 s (`res = train('x')`); cell 1, 1.0 s (`import torch`)" in runner.summary([row])
