@@ -39,11 +39,20 @@ def test_no_data_files_are_tracked():
     assert (ROOT / "app" / "recognizer.pt").stat().st_size < 1_000_000
 
 
+def _runner():
+    """scripts/run_notebooks.py as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "scripts" / "run_notebooks.py")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    return runner
+
+
 def test_readme_times_come_from_the_cold_publishing_run():
     """results/run_times.json holds cold default-mode runs of every notebook; README's time column is
     exactly what the runner writes from it; every notebook stays within ten minutes on a 2-core CPU, all within
     70 minutes (the same budgets took 58 min on one 2-core machine and 64 on another)."""
-    import importlib.util
     import json
 
     times = json.loads((ROOT / "results" / "run_times.json").read_text())
@@ -52,9 +61,7 @@ def test_readme_times_come_from_the_cold_publishing_run():
     assert sorted(times["seconds"]) == notebooks
     assert all(0 < s <= 600 for s in times["seconds"].values()), times["seconds"]
     assert times["total_seconds"] == round(sum(times["seconds"].values()), 1) <= 4200
-    spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "scripts" / "run_notebooks.py")
-    runner = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(runner)
+    runner = _runner()
     readme = (ROOT / "README.md").read_text()
     assert runner.readme_times(times, readme) == readme, "README's time column differs from results/run_times.json"
     rows = runner.TIME_ROW.findall(readme)
@@ -62,11 +69,8 @@ def test_readme_times_come_from_the_cold_publishing_run():
 
 
 def test_readme_times_rewrites_only_the_last_column():
-    import importlib.util
 
-    spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "scripts" / "run_notebooks.py")
-    runner = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(runner)
+    runner = _runner()
     table = "| # | x | time |\n|---|---|---|\n| 01 | [a](b) | 1 s |\n| 02 | c | not measured |\n"
     out = runner.readme_times({"seconds": {"01_a.ipynb": 1234.4}}, table)
     assert out == "| # | x | time |\n|---|---|---|\n| 01 | [a](b) | 1,234 s |\n| 02 | c | not measured |\n"
@@ -111,12 +115,9 @@ def test_setup_cell_imports_this_clones_utils_over_another(tmp_path):
 def test_the_runner_keeps_a_notebooks_records_as_strict_json():
     """What a notebook records goes into its metadata (metadata.dml.results) as strict JSON, which JupyterLab
     reads: a number not run in this mode (NaN) or infinite becomes null."""
-    import importlib.util
     import json
 
-    spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "scripts" / "run_notebooks.py")
-    runner = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(runner)
+    runner = _runner()
     run = {"mode": "default", "results": {"a": [float("nan"), 1.0], "b": float("inf"), "c": "x", "d": 2}}
     assert runner._finite(run) == {"mode": "default", "results": {"a": [None, 1.0], "b": None, "c": "x", "d": 2}}
     json.loads(json.dumps(runner._finite(run)), parse_constant=lambda c: (_ for _ in ()).throw(AssertionError(c)))
@@ -125,12 +126,9 @@ def test_the_runner_keeps_a_notebooks_records_as_strict_json():
 def test_the_runner_says_which_cells_take_the_time(tmp_path):
     """The run summary names each notebook's slowest code cells, from papermill's per-cell timings, which the
     committed notebook no longer carries (they differ on every run)."""
-    import importlib.util
     import json
 
-    spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "scripts" / "run_notebooks.py")
-    runner = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(runner)
+    runner = _runner()
     cells = [{"cell_type": "markdown", "metadata": {}, "source": ["# x"]},
              {"cell_type": "code", "metadata": {"papermill": {"duration": 1.04}}, "source": ["# set-up\n", "import torch"]},
              {"cell_type": "code", "metadata": {"papermill": {"duration": 12.26}}, "source": ["res = train(`x`)"]},
