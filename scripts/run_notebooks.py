@@ -10,8 +10,9 @@ carry no injected cell. The mode, the `utils` code version, the modules it hashe
 written into the executed notebook's metadata (`metadata.dml`); the tests check that those modules are
 unchanged and include every `utils` module the notebook imports, directly or through another. Progress bars are off
 (`DML_PROGRESS=0`) and widgets are not drawn (`DML_HEADLESS=1`) so outputs stay clean. Each notebook
-records its headline numbers into `<out>/<notebook>.json` and into its metadata (`metadata.dml.results`);
-`<out>/SUMMARY.md` gathers them. `--dataset`
+records its headline numbers into `<out>/<notebook>.json` and its metadata (`metadata.dml.results`);
+`<out>/SUMMARY.md` gathers them, and a publishing run of every notebook writes README's headline column from
+them (`HEADLINES`). `--dataset`
 is the one override that needs papermill's injected parameters cell, so it cannot be combined with `--inplace`.
 
 `--cold` runs from nothing: an empty cache folder (decoded data, trained models, embeddings, features)
@@ -232,6 +233,75 @@ def write_times(path: Path, rows: list[dict], mode: str, cold: bool) -> None:
 
 README = ROOT / "README.md"
 TIME_ROW = re.compile(r"^(\| (\d\d) \|.*\| )([^|]*)( \|)$", re.M)   # the notebook table's last column: the time
+HEADLINE_ROW = re.compile(r"^(\| (\d\d) \| [^|]* \| )([^|]*)( \|.*)$", re.M)   # the third column: the headline
+
+
+def _span(r: dict, keys: list[str]) -> str:
+    """"lo–hi" of the recorded values `keys` (3 decimals)."""
+    v = [r[k] for k in keys]
+    return f"{min(v):.3f}–{max(v):.3f}"
+
+
+HEADS = ("softmax", "L2-softmax", "ArcFace", "CosFace", "SphereFace", "center loss")
+# notebook number -> its headline, from the numbers the notebook records (`NB.record`) in its published run
+HEADLINES = {
+    "01": lambda r: (f"MNIST test accuracy {r['softmax_test_acc'] * 100:.2f} %; a small embedding norm alone flags a mistake "
+                     f"with AUROC {r['auroc_small_norm_flags_error']:.2f}"),
+    "02": lambda r: (f"MNIST test accuracy after {r['epochs']} epoch{'s' * (r['epochs'] > 1)}, one seed: L2-softmax "
+                     f"(α = 16) {r['l2_alpha16_test_acc'] * 100:.2f} %, softmax {r['softmax_test_acc'] * 100:.2f} %"),
+    "03": lambda r: ("MNIST test accuracy, 64-d, mean over seeds: " + ", ".join(f"{h} {r[f'acc_mnist_{h}']:.3f}" for h in HEADS[:5])
+                     + f"; on the 2-d circle SphereFace {r['sphereface_2d_acc']:.3f}"),
+    "04": lambda r: (f"2-d, λ from 0 to the largest tried: intra/inter distance ratio {r['ratio_lam0']:.3f} → "
+                     f"{r['ratio_lam_max']:.3f}; 64-d MNIST test accuracy {r['acc_mnist_center loss']:.3f}"),
+    "05": lambda r: (f"MNIST kNN accuracy: pixels {r['knn_acc_mnist_input pixels']:.3f}, six embeddings "
+                     f"{_span(r, [f'knn_acc_mnist_{h}' for h in HEADS])}; silhouette {r['silhouette_mnist_input pixels']:.3f} "
+                     f"→ {_span(r, [f'silhouette_mnist_{h}' for h in HEADS])}"),
+    "06": lambda r: ("AUROC, MNIST vs Fashion-MNIST / CIFAR-10, nearest-neighbour cosine distance: pixels "
+                     + ", L2-softmax ".join(f"{r[f'auroc_{s}_kNN min cosine_fashion_mnist']:.3f} / "
+                                             f"{r[f'auroc_{s}_kNN min cosine_cifar10']:.3f}" for s in ("input pixels", "L2-softmax"))),
+    "07": lambda r: (f"one-vs-rest AUROC of the six heads (cosine): MNIST k = 5 {_span(r, [f'auroc_mnist_k5_cosine_{h}' for h in HEADS])}, "
+                     f"CIFAR-10 k = 8 {_span(r, [f'auroc_cifar10_k8_cosine_{h}' for h in HEADS])}; autoencoders, MNIST "
+                     f"k = 5: {_span(r, [f'auroc_mnist_k5_cosine_{m}' for m in ('autoencoder', 'denoising AE', 'super-res AE')])}"),
+    "08": lambda r: (f"CIFAR-10, two normal classes, mean AUROC of six heads: {r['auroc_N50_mean over methods_off']:.3f} with "
+                     f"50 images a class, {r['auroc_N500_mean over methods_off']:.3f} with 500; mixup "
+                     f"{r['mixup_delta_mean']:+.3f} on average"),
+    "09": lambda r: ("AT&T faces, people never seen, verification accuracy: " + ", ".join(
+        f"{m} {r[f'att_unseen_acc_{m}']:.3f}" for m in ("pixels", "contrastive", "triplet · batch-hard",
+                                                        "Siamese (Koch)", "ArcFace", "CosFace"))),
+    "10": lambda r: (f"Omniglot 20-way one-shot, the 20 official runs: {r['omniglot_best_method']} (chosen on "
+                     f"validation) {r['omniglot_20way_1shot_acc']:.3f}, raw pixels {r['omniglot_20way_1shot_acc_pixels']:.3f}"),
+    "11": lambda r: (f"one-class MNIST, mean AUROC: kNN on pixels {r['oneclass_mnist_mean_auroc_raw_pixels_knn']:.3f}, "
+                     f"autoencoder {r['oneclass_mnist_mean_auroc_autoencoder']:.3f}, Ruff et al.'s DCAE "
+                     f"{r['oneclass_mnist_mean_auroc_dcae']:.3f}"),
+    "12": lambda r: (f"the demo keeps {r['demo_mnist_kept']:.4f} of MNIST's test digits and rejects "
+                     f"{r['demo_rejected_fashion_mnist']:.3f} of Fashion-MNIST, {r['demo_rejected_cifar10']:.3f} of "
+                     f"CIFAR-10, {r['demo_rejected_heldout_characters']:.3f} of two alphabets it never saw"),
+    "13": lambda r: (f"CIFAR-10, two normal classes, N = 100, mean AUROC: kNN on frozen EfficientNet-lite0 features "
+                     f"{r['frozen_cifar_k8_n100_mean_auroc']:.3f}, L2-softmax from scratch {r['scratch_cifar_k8_n100_l2softmax_auroc']:.3f}"),
+    "14": lambda r: ("MAP@R on unseen classes, Omniglot / faces / CIFAR-10: triplet · batch-hard " + " / ".join(
+        f"{r[f'map_at_r_{d}_triplet_batch_hard']:.3f}" for d in ("omniglot", "att_faces", "cifar10"))
+        + ", raw pixels " + " / ".join(f"{r[f'map_at_r_{d}_raw_pixels']:.3f}" for d in ("omniglot", "att_faces", "cifar10"))),
+}
+
+
+def recorded(nb: Path) -> dict:
+    """What a published notebook recorded (`NB.record`) in the run that wrote its outputs (`metadata.dml.results`)."""
+    return json.loads(nb.read_text(encoding="utf-8"))["metadata"].get("dml", {}).get("results", {})
+
+
+def readme_headlines(records: dict[str, dict], readme: str) -> str:
+    """README with the notebook table's headline column rewritten from `records` (notebook number -> what it
+    recorded in its published run): each row "| NN | … | <headline> | … |" gets `HEADLINES[NN]`."""
+    def cell(m: re.Match) -> str:
+        number = m.group(2)
+        try:
+            text = HEADLINES[number](records[number])
+        except KeyError as e:
+            raise KeyError(f"notebook {number}: its headline needs the recorded number {e}; publish it "
+                           f"(scripts/run_notebooks.py --inplace) or change HEADLINES") from None
+        return m.group(1) + text.replace("|", "/") + m.group(4)
+
+    return HEADLINE_ROW.sub(cell, readme)
 
 
 def readme_times(times: dict, readme: str) -> str:
@@ -289,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         write_times(Path(args.times), rows, mode, args.cold)
         if Path(args.times).resolve() == (ROOT / "results" / "run_times.json").resolve():
             README.write_text(readme_times(json.loads(Path(args.times).read_text()), README.read_text()))
+    if args.inplace and not args.only and mode == "default":
+        README.write_text(readme_headlines({nb.name[:2]: recorded(nb) for nb in notebooks()}, README.read_text()))
     print(f"summary: {out_dir / 'SUMMARY.md'}")
     return 0 if rows and all(r["status"] == "ok" for r in rows) else 1
 

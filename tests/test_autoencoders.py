@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from utils import anomaly, benchmark as B, losses, models, train
+from utils import anomaly, autoencoders as AE, benchmark as B, losses, models, train
 from utils.benchmark import Setting
 from utils.data import ImageData
 
@@ -361,26 +361,26 @@ def test_reconstruction_scores_are_per_image_and_higher_for_anomalies(trained_co
 def test_sigma_threshold_and_rates_by_hand():
     normal = torch.tensor([1.0, 2.0, 2.0, 3.0, 7.0])
     mean, std = 3.0, np.std([1, 2, 2, 3, 7])                      # ddof=0: sqrt(4.4)
-    assert anomaly.sigma_threshold(normal) == pytest.approx(mean + 3 * std, rel=1e-12)
-    assert anomaly.sigma_threshold(normal, n_sigma=1) == pytest.approx(mean + std, rel=1e-12)
-    assert anomaly.sigma_threshold(normal) != pytest.approx(mean + 3 * np.std([1, 2, 2, 3, 7], ddof=1))
+    assert AE.sigma_threshold(normal) == pytest.approx(mean + 3 * std, rel=1e-12)
+    assert AE.sigma_threshold(normal, n_sigma=1) == pytest.approx(mean + std, rel=1e-12)
+    assert AE.sigma_threshold(normal) != pytest.approx(mean + 3 * np.std([1, 2, 2, 3, 7], ddof=1))
     with pytest.raises(ValueError, match="at least two"):
-        anomaly.sigma_threshold(torch.tensor([1.0]))
+        AE.sigma_threshold(torch.tensor([1.0]))
     with pytest.raises(ValueError, match="at least two"):
-        anomaly.sigma_threshold(torch.tensor([]))
+        AE.sigma_threshold(torch.tensor([]))
 
     scores = torch.tensor([0.1, 0.5, 0.9, 0.3, 0.8, 0.2, 0.95])
     is_anomaly = torch.tensor([False, False, False, False, True, True, True])
-    r = anomaly.rates_at(scores, is_anomaly, 0.5)                 # flagged: > 0.5 (0.5 itself is kept)
+    r = AE.rates_at(scores, is_anomaly, 0.5)                 # flagged: > 0.5 (0.5 itself is kept)
     assert r == {"normal kept": pytest.approx(3 / 4), "anomalies caught": pytest.approx(2 / 3)}
-    r = anomaly.rates_at(scores, is_anomaly, 1.0)
+    r = AE.rates_at(scores, is_anomaly, 1.0)
     assert r == {"normal kept": 1.0, "anomalies caught": 0.0}
-    r = anomaly.rates_at(scores, is_anomaly, 0.0)
+    r = AE.rates_at(scores, is_anomaly, 0.0)
     assert r == {"normal kept": 0.0, "anomalies caught": 1.0}
     with pytest.raises(ValueError, match="both"):
-        anomaly.rates_at(scores, torch.zeros(7, dtype=torch.bool), 0.5)
+        AE.rates_at(scores, torch.zeros(7, dtype=torch.bool), 0.5)
     with pytest.raises(ValueError, match="both"):
-        anomaly.rates_at(scores, torch.ones(7, dtype=torch.bool), 0.5)
+        AE.rates_at(scores, torch.ones(7, dtype=torch.bool), 0.5)
 
 
 # ----------------------------------------------------------------------------- gaussian noise

@@ -92,6 +92,7 @@ def _calls() -> dict:
             **{m: (lambda f: torch.stack(f(d, y, 0.2)).float()) for m in ("semi_hard", "hard", "batch_hard")},
             "active_fraction": lambda f: torch.stack(f(d, y, 0.2)).float(),
             "reconstruction_error": lambda f: f(images, images.flip(0)),
+            "sigma_threshold": lambda f: torch.tensor(f(x[:, 0])), "rates_at": lambda f: torch.tensor(list(f(x[:, 0], y > 2, 0.0).values())),
             "knn_score": lambda f: f(x[:8], x[8:], k=3), "lof_score": lambda f: f(x[:10], x[10:], n_neighbors=3),
             "knn_distances": lambda f: f(x[:8], x[8:], k=2, metric="euclidean"),
             "one_class": lambda f: torch.tensor(f(x, y, x, y, k=1)),

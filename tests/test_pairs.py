@@ -401,6 +401,26 @@ def test_siamese_every_parameter_gets_a_gradient():
     assert {n for n, _ in head.named_parameters()} == {"alpha.weight", "alpha.bias"}
 
 
+def test_siamese_gradient_is_the_same_every_time():
+    """Notebook 10's batch (32 characters × 4, 128-d) on two threads: the embedding gradient is bit for bit the same
+    on every backward pass. With `x[i]` it was not (its CPU backward adds rows in parallel, in a varying order)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(threads, 2))
+    try:
+        torch.manual_seed(0)
+        head = losses.make("siamese", emb_dim=128, n_classes=32)
+        x0, y = torch.randn(128, 128), torch.arange(128) % 32
+        grads = []
+        for _ in range(8):
+            torch.manual_seed(1)                         # the same balanced pairs every time
+            x = x0.clone().requires_grad_(True)
+            head(x, y).backward()
+            grads.append(x.grad)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(g, grads[0]) for g in grads[1:])
+
+
 def test_siamese_one_shot_after_training():
     """After training on separable data, each query's most probable support is of its own class."""
     x, y = _toy()

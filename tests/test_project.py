@@ -51,8 +51,10 @@ def _runner():
 
 def test_readme_times_come_from_the_cold_publishing_run():
     """results/run_times.json holds cold default-mode runs of every notebook; README's time column is
-    exactly what the runner writes from it; every notebook stays within ten minutes on a 2-core CPU, all within
-    70 minutes (the same budgets took 58 min on one 2-core machine and 64 on another)."""
+    exactly what the runner writes from it; every notebook stays within ten minutes on a 2-core CPU. The total, at
+    most 80 minutes, guards against budgets creeping up and allows for the spread between 2-core machines: the
+    budgets before notebook 07 moved to 2 cases took 64 min on one machine and 73 on another, and the current
+    ones took 76 on the second, on a day it ran the unchanged notebooks 1-24 % slower."""
     import json
 
     times = json.loads((ROOT / "results" / "run_times.json").read_text())
@@ -60,7 +62,7 @@ def test_readme_times_come_from_the_cold_publishing_run():
     assert times["mode"] == "default" and times["cold"] is True and times["cores"] >= 1
     assert sorted(times["seconds"]) == notebooks
     assert all(0 < s <= 600 for s in times["seconds"].values()), times["seconds"]
-    assert times["total_seconds"] == round(sum(times["seconds"].values()), 1) <= 4200
+    assert times["total_seconds"] == round(sum(times["seconds"].values()), 1) <= 4800
     runner = _runner()
     readme = (ROOT / "README.md").read_text()
     assert runner.readme_times(times, readme) == readme, "README's time column differs from results/run_times.json"
@@ -74,6 +76,39 @@ def test_readme_times_rewrites_only_the_last_column():
     table = "| # | x | time |\n|---|---|---|\n| 01 | [a](b) | 1 s |\n| 02 | c | not measured |\n"
     out = runner.readme_times({"seconds": {"01_a.ipynb": 1234.4}}, table)
     assert out == "| # | x | time |\n|---|---|---|\n| 01 | [a](b) | 1,234 s |\n| 02 | c | not measured |\n"
+
+
+def test_readme_headlines_come_from_the_published_notebooks():
+    """Every published notebook carries what it recorded in the run that wrote its outputs (metadata.dml.results,
+    strict JSON: no NaN), and README's headline column is exactly what the runner writes from those records."""
+    import json
+
+    runner = _runner()
+    records = {}
+    for nb in runner.notebooks():
+        text = nb.read_text(encoding="utf-8")
+        json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(AssertionError(f"{nb.name}: {c} in its JSON")))
+        records[nb.name[:2]] = runner.recorded(nb)
+        assert records[nb.name[:2]], f"{nb.name} has no recorded numbers in metadata.dml.results: publish it"
+    assert sorted(records) == sorted(runner.HEADLINES)
+    readme = (ROOT / "README.md").read_text()
+    assert runner.readme_headlines(records, readme) == readme, "README's headlines differ from the notebooks' records"
+    rows = runner.HEADLINE_ROW.findall(readme)
+    assert [r[1] for r in rows] == sorted(records) and all(len(r[2]) > 40 for r in rows)
+
+
+def test_readme_headlines_rewrite_only_their_column_and_name_a_missing_number():
+    import pytest
+
+    runner = _runner()
+    table = "| # | x | headline | Colab | time |\n|---|---|---|---|---|\n| 02 | [a](b) | old | [open](c) | 1 s |\n"
+    record = {"epochs": 1, "l2_alpha16_test_acc": 0.993, "softmax_test_acc": 0.992}
+    out = runner.readme_headlines({"02": record}, table)
+    assert out == table.replace("| old |", "| MNIST test accuracy after 1 epoch, one seed: L2-softmax (α = 16) 99.30 %, "
+                                           "softmax 99.20 % |")
+    with pytest.raises(KeyError, match="notebook 02: its headline needs the recorded number 'epochs'"):
+        runner.readme_headlines({"02": {"softmax_test_acc": 0.992}}, table)
+    assert runner._finite({"a": [float("nan"), 1.0], "b": float("inf"), "c": "x"}) == {"a": [None, 1.0], "b": None, "c": "x"}
 
 
 def test_utils_stays_small_and_notebook_plumbing_out_of_sight():

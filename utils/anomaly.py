@@ -248,26 +248,6 @@ def reconstruction_scores(model: torch.nn.Module, x: torch.Tensor, bs: int = 102
     return {k: torch.cat(v) if v else torch.empty(0) for k, v in parts.items()}
 
 
-def sigma_threshold(normal_scores: torch.Tensor, n_sigma: float = 3.0) -> float:
-    """mean + `n_sigma` · standard deviation of normal images' scores: above it an image is flagged.
-
-    The population standard deviation (divided by n, as NumPy's `std`), the usual form of the rule."""
-    s = torch.as_tensor(normal_scores).double()
-    if len(s) < 2:
-        raise ValueError(f"the mean + {n_sigma}σ rule needs at least two normal scores, got {len(s)}")
-    return float(s.mean() + n_sigma * s.std(correction=0))
-
-
-def rates_at(scores: torch.Tensor, is_anomaly: torch.Tensor, threshold: float) -> dict[str, float]:
-    """At a threshold (score > threshold = flagged): the share of normal images kept and of anomalies caught."""
-    scores, is_anomaly = torch.as_tensor(scores).float(), torch.as_tensor(is_anomaly, dtype=torch.bool)
-    if not is_anomaly.any() or is_anomaly.all():
-        raise ValueError("rates_at() needs both normal images and anomalies")
-    flagged = scores > threshold
-    return {"normal kept": float((~flagged[~is_anomaly]).float().mean()),
-            "anomalies caught": float(flagged[is_anomaly].float().mean())}
-
-
 # ----------------------------------------------------------------------------- evaluation
 def pool(normal: torch.Tensor, outliers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The scores of a normal and an outlier test set as one vector, and its anomaly mask (outliers True)."""
@@ -280,11 +260,3 @@ def auroc(scores: torch.Tensor, is_anomaly: torch.Tensor) -> float:
     from sklearn.metrics import roc_auc_score
 
     return float(roc_auc_score(_numpy(is_anomaly).astype(bool), _numpy(scores)))
-
-
-def roc(scores: torch.Tensor, is_anomaly: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """(false-positive rate, true-positive rate) of the ROC curve, for plotting."""
-    from sklearn.metrics import roc_curve
-
-    fpr, tpr, _ = roc_curve(_numpy(is_anomaly).astype(bool), _numpy(scores))
-    return fpr, tpr

@@ -151,3 +151,22 @@ class DCAE(nn.Module):
         h = F.interpolate(F.leaky_relu(self.bn3(self.deconv1(h))), scale_factor=2)
         h = F.interpolate(F.leaky_relu(self.bn4(self.deconv2(h))), scale_factor=2)
         return torch.sigmoid(self.deconv3(h))
+
+
+# ---- defined in notebooks/11_autoencoders.ipynb, cell 14
+def sigma_threshold(normal_scores: torch.Tensor, n_sigma: float = 3.0) -> float:
+    """mean + n_sigma · σ of normal images' scores (σ divided by n, as NumPy's `std`): above it an image is flagged."""
+    s = torch.as_tensor(normal_scores).double()
+    if len(s) < 2:
+        raise ValueError(f"the mean + {n_sigma}σ rule needs at least two normal scores, got {len(s)}")
+    return float(s.mean() + n_sigma * s.std(correction=0))
+
+
+def rates_at(scores: torch.Tensor, is_anomaly: torch.Tensor, threshold: float) -> dict[str, float]:
+    """At a threshold (score > threshold = flagged): the share of normal images kept and of anomalies caught."""
+    scores, is_anomaly = torch.as_tensor(scores).float(), torch.as_tensor(is_anomaly, dtype=torch.bool)
+    if not is_anomaly.any() or is_anomaly.all():
+        raise ValueError("rates_at() needs both normal images and anomalies")
+    flagged = scores > threshold
+    return {"normal kept": float((~flagged[~is_anomaly]).float().mean()),
+            "anomalies caught": float(flagged[is_anomaly].float().mean())}

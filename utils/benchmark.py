@@ -87,9 +87,9 @@ class Budget:
 BUDGETS = {
     # seconds on a laptop: the small CNN everywhere, 1 epoch, 20 images per class, 2 of the 10 cases
     "smoke": Budget(epochs=1, n_per_class=20, n_cases=2, arch="cnn", ks=(1, 5, 10, None)),
-    # the published notebooks, minutes on a CPU: the small CNN everywhere, 300 images per class, 3 of the
+    # the published notebooks, minutes on a CPU: the small CNN everywhere, 300 images per class, 2 of the
     # 10 cases, batches of 32; notebooks 07-08 give each setting `fixed_steps(..., steps=200)`
-    "default": Budget(epochs=3, n_per_class=300, n_cases=3, arch="cnn", bs=32),
+    "default": Budget(epochs=3, n_per_class=300, n_cases=2, arch="cnn", bs=32),
     # the published protocol, on a GPU: ResNet18 for CIFAR-10, the small CNN for MNIST (and any other
     # data set), 15 epochs on every training image, all 10 cases
     "full": Budget(epochs=15, n_per_class=None, n_cases=N_CLASSES, arch={"cifar10": "resnet18", "mnist": "cnn"}),
@@ -113,7 +113,7 @@ def fixed_steps(budget: Budget, n_per_class: int, n_normal: int, steps: int) -> 
 # what notebooks 07 and 11 run in each mode: optimizer steps per network (None: the budget's epochs)
 # and test images per class (None: all)
 STEPS = {"smoke": None, "default": 200, "full": None}
-TEST_PER_CLASS = {"smoke": None, "default": 500, "full": None}
+TEST_PER_CLASS = {"smoke": None, "default": 300, "full": None}
 
 
 def budget_of(settings: list[Setting], mode: str, seed: int = 0) -> dict[Setting, Budget]:

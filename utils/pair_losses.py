@@ -167,7 +167,9 @@ class SiameseHead(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         i, j, same = self.balanced_pairs(y)
-        return F.binary_cross_entropy_with_logits(self.pair_logits(x[i], x[j]), same)
+        # index_select, not x[i]: on a CPU the backward of x[i] adds the rows in parallel, in an order that varies
+        x1, x2 = x.index_select(0, i), x.index_select(0, j)
+        return F.binary_cross_entropy_with_logits(self.pair_logits(x1, x2), same)
 
 
 # ---- defined in notebooks/10_one_shot_omniglot.ipynb, cell 15
