@@ -71,7 +71,6 @@ def test_readme_times_come_from_the_cold_publishing_run():
 
 
 def test_readme_times_rewrites_only_the_last_column():
-
     runner = _runner()
     table = "| # | x | time |\n|---|---|---|\n| 01 | [a](b) | 1 s |\n| 02 | c | not measured |\n"
     out = runner.readme_times({"seconds": {"01_a.ipynb": 1234.4}}, table)
@@ -108,7 +107,6 @@ def test_readme_headlines_rewrite_only_their_column_and_name_a_missing_number():
                                            "softmax 99.20 % |")
     with pytest.raises(KeyError, match="notebook 02: its headline needs the recorded number 'epochs'"):
         runner.readme_headlines({"02": {"softmax_test_acc": 0.992}}, table)
-    assert runner._finite({"a": [float("nan"), 1.0], "b": float("inf"), "c": "x"}) == {"a": [None, 1.0], "b": None, "c": "x"}
 
 
 def test_utils_stays_small_and_notebook_plumbing_out_of_sight():

@@ -110,7 +110,7 @@ def fixed_steps(budget: Budget, n_per_class: int, n_normal: int, steps: int) -> 
     return replace(budget, n_per_class=n_per_class, epochs=math.ceil(steps / per_epoch))
 
 
-# what notebooks 07 and 11 run in each mode: optimizer steps per network (None: the budget's epochs)
+# what notebooks 07, 11 and 13 run in each mode: optimizer steps per network (None: the budget's epochs)
 # and test images per class (None: all)
 STEPS = {"smoke": None, "default": 200, "full": None}
 TEST_PER_CLASS = {"smoke": None, "default": 300, "full": None}
