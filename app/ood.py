@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from utils import anomaly, losses
+from utils import anomaly, losses, scores
 from utils.not_a_digit import energy_score, fit_mahalanobis, mahalanobis_score, msp_score  # notebook 12's lesson cells
 from utils.outlier_exposure import NOT_A_DIGIT, OutlierExposureHead  # noqa: F401
 
@@ -119,8 +119,8 @@ class LOF(Scorer):
 
     def score(self, emb, logits):
         if getattr(self, "_lof", None) is None:
-            self._lof = anomaly.lof(self.train, n_neighbors=20, n_jobs=1)
-        return anomaly.lof_scores(self._lof, F.normalize(emb.float(), dim=1))
+            self._lof = scores.lof(self.train, n_neighbors=20, n_jobs=1)
+        return scores.lof_scores(self._lof, F.normalize(emb.float(), dim=1))
 
 
 _SCORERS = {c.name: c for c in (MSP, Energy, Mahalanobis, KNN, LOF)}

@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 from sklearn.metrics.pairwise import pairwise_distances  # noqa: E402
 from sklearn.neighbors import LocalOutlierFactor, NearestNeighbors  # noqa: E402
 
-from utils import anomaly, embed, losses, models, plot, train  # noqa: E402
+from utils import anomaly, embed, losses, models, neighbourhoods, plot, scores, train  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -201,10 +201,10 @@ def test_normalize_puts_the_normal_mean_at_one():
 # ----------------------------------------------------------------------------- LOF, AUROC
 def test_lof_matches_a_directly_built_local_outlier_factor():
     tr, te = points(200, d=4), torch.cat([points(30, d=4, seed=1), 6 + points(10, d=4, seed=2)])
-    model = anomaly.lof(tr, n_neighbors=10, contamination=0.01)
+    model = scores.lof(tr, n_neighbors=10, contamination=0.01)
     ref = LocalOutlierFactor(n_neighbors=10, contamination=0.01, novelty=True).fit(tr.numpy())
-    np.testing.assert_allclose(anomaly.lof_scores(model, te).numpy(), -ref.score_samples(te.numpy()), rtol=1e-5)
-    assert anomaly.lof_scores(model, te)[30:].min() > anomaly.lof_scores(model, te)[:30].max()
+    np.testing.assert_allclose(scores.lof_scores(model, te).numpy(), -ref.score_samples(te.numpy()), rtol=1e-5)
+    assert scores.lof_scores(model, te)[30:].min() > scores.lof_scores(model, te)[:30].max()
 
 
 def test_auroc_matches_sklearn_and_separates_perfectly():
@@ -315,19 +315,17 @@ def test_project_rejects_an_unknown_method():
 
 def test_knn_accuracy_and_silhouette_on_separable_blobs():
     (xtr, ytr), (xte, yte) = blobs(seed=0), blobs(n_per=20, seed=1)
-    assert embed.knn_accuracy(xtr, ytr, xte, yte, k=5) == 1.0
-    assert embed.silhouette(xtr, ytr, metric="euclidean") > 0.8
-    assert embed.silhouette(xtr, ytr, n=30, seed=1) > 0.8          # subsampled
+    assert neighbourhoods.knn_accuracy(xtr, ytr, xte, yte, k=5) == 1.0
+    assert neighbourhoods.silhouette(xtr, ytr, metric="euclidean") > 0.8
+    assert neighbourhoods.silhouette(xtr, ytr, n=30, seed=1) > 0.8          # subsampled
     shuffled = ytr[torch.randperm(len(ytr), generator=torch.Generator().manual_seed(0))]
-    assert embed.silhouette(xtr, shuffled) < 0.1
+    assert neighbourhoods.silhouette(xtr, shuffled) < 0.1
 
 
 # ----------------------------------------------------------------------------- plots
 def test_projection_plots():
     x, y = blobs()
     coords = x[:, :2].numpy()
-    fig = plot.projection(coords, y, ["a", "b", "c"], title="t")
-    assert isinstance(fig, plt.Figure) and len(fig.axes[0].collections) == 3 and fig.axes[0].get_title() == "t"
     panels = {("raw", "t-SNE"): (coords, y), ("raw", "UMAP"): (coords, y), ("emb", "t-SNE"): (coords, y)}
     fig = plot.projection_grid(panels, ["a", "b", "c"], title="spaces × methods")
     assert isinstance(fig, plt.Figure) and len(fig.axes) == 4
@@ -377,5 +375,5 @@ def test_the_lesson_lof_score_is_scikit_learns():
     train = torch.cat([0.1 * torch.randn(200, 2, generator=g), torch.tensor([6.0, 0]) + 2 * torch.randn(40, 2, generator=g)])
     test = torch.cat([torch.randn(50, 2, generator=g), torch.tensor([[0.6, 0.0], [6.0, 0.5]])])
     ours = lof_score(train, test, n_neighbors=20)
-    assert torch.allclose(ours, anomaly.lof_scores(anomaly.lof(train, n_neighbors=20), test), rtol=1e-4, atol=1e-5)
+    assert torch.allclose(ours, scores.lof_scores(scores.lof(train, n_neighbors=20), test), rtol=1e-4, atol=1e-5)
     assert ours[-2] > 2 and 0.7 < ours[-1] < 1.5

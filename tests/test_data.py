@@ -414,7 +414,7 @@ INDICES = np.array([[0, 1], [2, 3]], np.uint8)
 
 
 def _read(folder, **kw):
-    x, y, _ = data.read_image_folder(folder, **kw)
+    x, = data._stack_images([(folder, data._decode_folder(folder, None)[0])], kw.get("size"))
     assert x.dtype == torch.uint8 and x.ndim == 4
     return x
 

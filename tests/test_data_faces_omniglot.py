@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from utils import data
+from utils.verification import hold_out   # notebook 09's lesson cell
 
 from notebooks import oneshot_runs as R
 
@@ -317,7 +318,7 @@ def test_oneshot_runs_online_go_to_project_data(tmp_path, no_local_data, monkeyp
 # ----------------------------------------------------------------------------- hold_out, rotations, resize
 def test_hold_out_relabels_and_moves_both_splits():
     d = tiny(n_classes=4)                 # train ids 0..7 (labels 0,1,2,3,0,1,2,3), test ids 8..11 (0,1,2,3)
-    h = data.hold_out(d, [3, 1])
+    h = hold_out(d, [3, 1])
     assert h.classes == ["c0", "c2"] and h.info["test_classes"] == ["c3", "c1"]
     assert h.x_train[:, 0, 0, 0].tolist() == [0, 2, 4, 6, 8, 10] and h.y_train.tolist() == [0, 1, 0, 1, 0, 1]
     assert h.x_test[:, 0, 0, 0].tolist() == [1, 3, 5, 7, 9, 11] and h.y_test.tolist() == [1, 0, 1, 0, 1, 0]
@@ -330,7 +331,7 @@ def test_hold_out_relabels_and_moves_both_splits():
                                        ([0, 1, 2, 3], "at least one")])
 def test_hold_out_rejects_bad_class_lists(bad, match):
     with pytest.raises(ValueError, match=match):
-        data.hold_out(tiny(n_classes=4), bad)
+        hold_out(tiny(n_classes=4), bad)
 
 
 def test_rotations_are_new_classes():
@@ -352,7 +353,7 @@ def test_rotations_are_new_classes():
 
 
 def test_rotations_after_hold_out_number_test_classes_by_their_own_count():
-    h = data.hold_out(tiny(n_classes=4), [2])
+    h = hold_out(tiny(n_classes=4), [2])
     r = data.rotations(h)
     assert r.info["test_classes"] == ["c2", "c2@90", "c2@180", "c2@270"]
     assert r.y_test.tolist() == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3 and r.y_train.max() == 11

@@ -108,7 +108,56 @@ def _calls() -> dict:
             "verification": lambda f: torch.tensor(list(f(x, y, x, y).values()), dtype=torch.float),
             "shifted": lambda f: f(images, 1, -1), "with_tta": lambda f: f(lambda t: t.flatten(1))(images),
             "ensemble": lambda f: f(lambda t: t.flatten(1), lambda t: t.flatten(1) ** 2)(images),
+            "oneshot": lambda f: torch.tensor(list(f(lambda t: t.flatten(1), [_episode()]).values())),
+            "summary": lambda f: torch.tensor(list(f({"a": 0.5, "b": 1.0}).values())),
+            "head_similarity": lambda f: f(_KochLike())(x, x),
+            "mixup_loss": lambda f: f(torch.nn.Flatten(), _PerSampleLoss(), images, y % 4, 0.4, torch.Generator().manual_seed(0)),
+            "_below": lambda f: f(torch.tensor([1, 2, 5]), torch.Generator().manual_seed(0)).float(),
+            "PKSampler": lambda c: c(2, 2).epoch(y, torch.Generator().manual_seed(0)).float(),
+            "hold_out": lambda f: f(_tiny_data(), [1]).y_test.float(),
+            "lof": lambda f: torch.from_numpy(f(x, n_neighbors=3).negative_outlier_factor_),
+            "lof_scores": lambda f: f(f.__globals__["lof"](x, n_neighbors=3), x[:4]),
+            "threshold": lambda f: torch.tensor([f(f.__globals__["lof"](x, n_neighbors=3), c) for c in (None, 0.1)]),
+            "knn_accuracy": lambda f: torch.tensor(f(x, y, x, y, k=1)),
+            "silhouette": lambda f: torch.tensor([f(x, y), f(x, y, metric="euclidean", n=6)]),
             "inputs": (x, y, images)}
+
+
+def _tiny_data():
+    """Three classes, two training images and one test image each, as `utils.data.ImageData` holds them."""
+    from utils.data import ImageData
+
+    y = torch.arange(3)
+    return ImageData(torch.zeros(6, 1, 2, 2, dtype=torch.uint8), y.repeat(2), torch.zeros(3, 1, 2, 2, dtype=torch.uint8), y,
+                     ["a", "b", "c"], "test", info={"id_train": torch.arange(6), "id_test": torch.arange(6, 9)})
+
+
+def _episode():
+    """One 3-way episode whose queries are the support images themselves."""
+    from types import SimpleNamespace
+
+    support = torch.eye(3).view(3, 1, 1, 3)
+    return SimpleNamespace(name="run1", support=support, query=support, answer=torch.arange(3))
+
+
+class _KochLike(torch.nn.Module):
+    """A head with Koch's `same_probability`, for `head_similarity`."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1))
+
+    def same_probability(self, a, b):
+        return torch.sigmoid(-self.w * (a - b).abs().sum(1))
+
+
+class _PerSampleLoss(torch.nn.Module):
+    """A loss head with a `reduction`, as mixup needs: cross-entropy on the first 4 of the 16 pixels."""
+
+    reduction = "mean"
+
+    def forward(self, emb, y):
+        return torch.nn.functional.cross_entropy(emb[:, :4], y, reduction=self.reduction)
 
 
 AUTOENCODER_BUILDERS = {"ConvAutoencoder", "unet_autoencoder", "SuperResolution", "superres_article", "DCAE"}
@@ -119,6 +168,8 @@ def _forward(ns: dict, name: str) -> torch.Tensor:
     calls = _calls()
     x, y, images = calls["inputs"]
     obj = ns[name]
+    if name in calls and name != "inputs":            # a function, or a class that is not a loss head
+        return calls[name](obj)
     if name in AUTOENCODER_BUILDERS:                   # image -> image networks: rebuild the batch
         net = obj(in_channels=1)
         out = net(torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8))

@@ -1,4 +1,4 @@
-"""Pairs and triplets: masks, distances, miners and the P×K sampler (`utils.pairs`), and the pair
+"""Pairs and triplets: masks, distances, miners and the P×K sampler (notebook 09's cells, `utils.pair_losses`), and the pair
 heads contrastive, triplet and siamese (`utils.losses`).
 
 The losses and miners are checked against pytorch-metric-learning: `ContrastiveLoss()`,
@@ -15,7 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils import losses, pairs, train
+import pandas as pd
+
+from utils import losses, pair_losses as pairs, train
 
 from pytorch_metric_learning import losses as pml_losses, miners as pml_miners  # noqa: E402
 
@@ -121,7 +123,7 @@ def test_all_triplets_equal_pml(seed, kind):
 def test_margin_miners_equal_pml(mining, pml_type, seed, kind):
     x, y = _batch(seed, kind)
     for margin in (0.1, MARGIN, 0.5):
-        ours = pairs.mine(mining, pairs.distances(x), y, margin)
+        ours = pairs.MINERS[mining](pairs.distances(x), y, margin)
         ref = pml_miners.TripletMarginMiner(margin=margin, type_of_triplets=pml_type)(x, y)
         assert _as_set(ours) == _as_set(ref) and len(ours[0]) == len(ref[0]) > 0
         a, p, n = ours
@@ -161,13 +163,13 @@ def test_batch_hard_breaks_ties_like_pml():
 def test_miners_on_a_batch_without_triplets():
     x, y = torch.randn(4, D), torch.arange(4)                        # all labels distinct
     for name in pairs.MINERS:
-        a, p, n = pairs.mine(name, pairs.distances(x), y, MARGIN)
+        a, p, n = pairs.MINERS[name](pairs.distances(x), y, MARGIN)
         assert len(a) == len(p) == len(n) == 0 and a.dtype == torch.long
 
 
 def test_unknown_mining_lists_the_choices():
     with pytest.raises(ValueError, match="batch_hard"):
-        pairs.mine("hardest", torch.zeros(2, 2), torch.arange(2), 0.2)
+        losses.make("triplet", emb_dim=D, n_classes=3, mining="hardest")
     with pytest.raises(ValueError, match="semi_hard"):
         losses.make("triplet", emb_dim=D, n_classes=3, mining="semihard")
 
@@ -336,7 +338,7 @@ def test_triplet_by_hand(mining, expected, n_mined, active_mined):
     head = losses.make("triplet", emb_dim=1, n_classes=2, margin=1.0, mining=mining, normalize=False, **PML_FORM)
     head.begin(1)
     assert head(X_HAND, Y_HAND).item() == pytest.approx(expected, abs=1e-6)
-    row = pairs.triplet_stats(head).iloc[0]
+    row = triplet_stats(head).iloc[0]
     assert row["n_mined"] == n_mined and row["n_all"] == 8
     assert row["active_mined"] == pytest.approx(active_mined) and row["active_all"] == pytest.approx(0.25)
 
@@ -533,21 +535,28 @@ def test_active_fraction_equals_brute_force(seed, kind):
     assert pairs.active_fraction(d, torch.arange(len(y)), MARGIN)[0] == 0     # no triplets: 0, not NaN
 
 
+def triplet_stats(head) -> pd.DataFrame:
+    """A triplet head's `history`, one row per training step from 1, as notebook 09 tabulates it."""
+    h = torch.stack(head.history).numpy() if head.history else torch.empty(0, 4).numpy()
+    return pd.DataFrame(h, columns=["active_all", "active_mined", "n_mined", "n_all"],
+                        index=pd.RangeIndex(1, len(h) + 1, name="step"))
+
+
 def test_triplet_stats_shapes_ranges_and_reset():
     x, y = _toy()
     head = losses.make("triplet", emb_dim=4, n_classes=2, mining="batch_hard", squared=False)
-    assert len(pairs.triplet_stats(head)) == 0 and list(pairs.triplet_stats(head).columns) == ["active_all", "active_mined", "n_mined", "n_all"]
+    assert len(triplet_stats(head)) == 0 and list(triplet_stats(head).columns) == ["active_all", "active_mined", "n_mined", "n_all"]
     _, head = _train(head, x, y, steps=7)
-    s = pairs.triplet_stats(head)
+    s = triplet_stats(head)
     assert len(s) == 7 and list(s.index) == list(range(1, 8)) and s.index.name == "step"
     assert s["active_all"].between(0, 1).all() and s["active_mined"].between(0, 1).all()
     assert (s["n_mined"] == 64).all() and (s["n_all"] == 64 * 31 * 32).all()      # batch hard: one per anchor
     assert all(isinstance(t, torch.Tensor) for t in head.history)
     head.eval()
     head(x, y)                                                        # eval forwards are not recorded
-    assert len(pairs.triplet_stats(head)) == 7
+    assert len(triplet_stats(head)) == 7
     head.begin(10)
-    assert len(pairs.triplet_stats(head)) == 0
+    assert len(triplet_stats(head)) == 0
 
 
 def test_triplet_stats_match_the_batch():
@@ -555,7 +564,7 @@ def test_triplet_stats_match_the_batch():
     head = losses.make("triplet", emb_dim=D, n_classes=5, mining="all").train()
     head.begin(1)
     loss = head(x.float(), y)
-    row = pairs.triplet_stats(head).iloc[0]
+    row = triplet_stats(head).iloc[0]
     d = pairs.distances(x.float()) ** 2                 # FaceNet's squared distances, as the loss compares them
     assert row["active_all"] == pytest.approx(_active_all_brute_force(d, y, MARGIN), abs=1e-6)
     assert row["active_all"] == pytest.approx(row["active_mined"], abs=1e-6)        # "all" mines everything
@@ -567,10 +576,10 @@ def test_fewer_triplets_are_active_as_training_goes_on():
     """Most triplets become easy: the fraction of all triplets with a non-zero loss falls."""
     x, y = _toy()
     _, head = _train(losses.make("triplet", emb_dim=4, n_classes=2), x, y, steps=40)
-    active = pairs.triplet_stats(head)["active_all"]
+    active = triplet_stats(head)["active_all"]
     assert active.iloc[:3].mean() > 0.2
     assert active.iloc[-3:].mean() < 0.5 * active.iloc[:3].mean()
-    assert not math.isnan(pairs.triplet_stats(head)["active_mined"].iloc[0])
+    assert not math.isnan(triplet_stats(head)["active_mined"].iloc[0])
 
 
 # ----------------------------------------------------------------------------- P×K sampler

@@ -74,13 +74,10 @@ def test_features_legend_names_each_class_once(d):
     assert plot.features(emb, y, ["zero", "one", "two"], legend=False).get_legend() is None
 
 
-def test_scatter_classes_and_projection_legend():
+def test_scatter_classes_and_the_grid_s_one_legend():
     emb, y = blob_features(2)
-    fig, (ax0, ax1) = plt.subplots(1, 2)
+    fig, ax0 = plt.subplots()
     plot._scatter_classes(ax0, emb.numpy(), y, ["a", "b", "c"])
-    assert ax0.get_legend() is None                                       # off by default (grids share one)
-    plot._scatter_classes(ax1, emb.numpy(), y, ["a", "b", "c"], legend=True)
-    assert [t.get_text() for t in ax1.get_legend().get_texts()] == ["a", "b", "c"]
-    fig = plot.projection(emb.numpy(), y, ["a", "b", "c"])
-    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["a", "b", "c"]
-    assert plot.projection(emb.numpy(), y, ["a", "b", "c"], legend=False).axes[0].get_legend() is None
+    assert ax0.get_legend() is None and len(ax0.collections) == 3        # no legend per panel: grids share one
+    fig = plot.projection_grid({("UMAP", "one"): (emb.numpy(), y)}, ["a", "b", "c"])
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["a", "b", "c"]

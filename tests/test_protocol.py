@@ -10,7 +10,7 @@ import torch
 from scipy import stats
 
 from notebooks.retrieval import protocol as PR
-from utils.pairs import PKSampler
+from utils.pair_losses import PKSampler
 
 
 def test_class_split_relabels_and_refuses_overlap():

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from utils import losses, models, train
+from utils import cache, losses, models, train
 from utils.data import ImageData
 
 NUMBERS = ["train_loss", "lr", "test_loss", "test_acc"]   # history columns that must be reproducible
@@ -92,7 +92,7 @@ def test_loss_falls_and_accuracy_is_well_above_chance(learned, small_digits):
     assert hist["train_loss"].iloc[-1] < 0.7 * hist["train_loss"].iloc[0]
     assert hist["test_loss"].iloc[-1] < hist["test_loss"].iloc[0]
     assert hist["test_acc"].iloc[-1] > 0.5                          # chance is 0.1
-    acc = train.accuracy(model, head, small_digits.x_test, small_digits.y_test)
+    acc = (train.predict(model, head, small_digits.x_test)[1].argmax(1) == small_digits.y_test).float().mean().item()
     assert acc == pytest.approx(hist["test_acc"].iloc[-1], abs=1e-6)
 
 
@@ -220,15 +220,6 @@ def test_mixup_trains_with_finite_loss(tiny_digits):
     plain, _ = _fit_tiny(0, tiny_digits)
     assert all(math.isfinite(v) for v in hist[NUMBERS].to_numpy().ravel())
     assert not hist["train_loss"].equals(plain["train_loss"])      # mixup really changed the batches
-
-
-def test_per_sample_restores_reduction():
-    head = losses.make("softmax", emb_dim=4, n_classes=3)
-    with pytest.raises(RuntimeError):
-        with train.per_sample(head):
-            assert head.reduction == "none"
-            raise RuntimeError
-    assert head.reduction == "mean"
 
 
 # ----------------------------------------------------------------------------- the training cache
@@ -388,7 +379,7 @@ def test_random_affine_is_seeded_float_and_keeps_a_blob_in_view():
 
 
 def test_fit_with_a_pk_sampler_sees_p_classes_of_k_per_batch(monkeypatch):
-    from utils.pairs import PKSampler
+    from utils.pair_losses import PKSampler
 
     seen = []
 
@@ -436,7 +427,7 @@ def test_training_code_adds_the_module_that_registered_an_architecture_or_head(m
     monkeypatch.setitem(losses._REGISTRY, "elsewhere_head", plot.style)     # defined in utils/plot.py
     assert train.training_code("elsewhere", "softmax") == (*train.TRAINING_CODE, "notebook.py")
     assert train.training_code("elsewhere", "elsewhere_head") == (*train.TRAINING_CODE, "notebook.py", "plot.py")
-    assert train.source_hash(train.training_code("elsewhere", "softmax")) != train.source_hash()
+    assert cache.source_hash(train.training_code("elsewhere", "softmax")) != cache.source_hash(train.TRAINING_CODE)
     monkeypatch.setitem(losses._REGISTRY, "outside", test_training_code_adds_the_module_that_registered_an_architecture_or_head)
     assert train.training_code("cnn", "outside") == train.TRAINING_CODE    # not a utils module: not hashed
 

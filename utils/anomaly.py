@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .losses import RECONSTRUCTION_ERRORS, reconstruction_error
-from .train import choose_precision, default_device
+from .train import default_device, embed
 
 METRICS = ("cosine", "euclidean")
 
@@ -197,44 +197,7 @@ def _numpy(x) -> np.ndarray:
     return x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def lof(train: torch.Tensor, n_neighbors: int = 20, contamination: float = 0.001,
-        metric: str = "euclidean", n_jobs: int | None = -1):
-    """A scikit-learn LocalOutlierFactor fitted on `train` for novelty detection (novelty=True)."""
-    from sklearn.neighbors import LocalOutlierFactor
-
-    return LocalOutlierFactor(n_neighbors=n_neighbors, contamination=contamination, metric=metric,
-                              novelty=True, n_jobs=n_jobs).fit(_numpy(train))
-
-
-def lof_scores(model, test: torch.Tensor) -> torch.Tensor:
-    """LOF anomaly scores of `test` (−score_samples: higher = more anomalous, ≈1 for inliers)."""
-    return torch.from_numpy(-model.score_samples(_numpy(test))).float()
-
-
-def threshold(model, contamination: float | None = None) -> float:
-    """The score_samples value below which LOF flags a point: scikit-learn's own rule (the
-    `contamination` quantile of the training points' scores), for any contamination without refitting."""
-    if contamination is None:
-        return float(model.offset_)
-    return float(np.percentile(model.negative_outlier_factor_, 100.0 * contamination))
-
-
 # ----------------------------------------------------------------------------- reconstruction errors
-@torch.no_grad()
-def reconstruct(model: torch.nn.Module, x: torch.Tensor, bs: int = 1024,
-                device: torch.device | str | None = None) -> torch.Tensor:
-    """An autoencoder's reconstructions of `x` (float32 in 0..1, CPU), batched, in eval mode."""
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
-    amp_dtype = choose_precision(dev.type)[0]
-    model.eval()
-    out = []
-    for i in range(0, len(x), bs):
-        with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            out.append(model(x[i:i + bs].to(dev)).float().cpu())
-    return torch.cat(out) if out else torch.empty(0, *x.shape[1:])
-
-
-@torch.no_grad()
 def reconstruction_scores(model: torch.nn.Module, x: torch.Tensor, bs: int = 1024,
                           device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
     """Anomaly scores of `x` by an autoencoder: {"mse": …, "mae": …}, one reconstruction error per image
@@ -242,7 +205,7 @@ def reconstruction_scores(model: torch.nn.Module, x: torch.Tensor, bs: int = 102
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in RECONSTRUCTION_ERRORS}
     for i in range(0, len(x), bs):
         xb = x[i:i + bs]
-        rec = reconstruct(model, xb, bs, device)
+        rec = embed(model, xb, bs, device)               # an autoencoder's output: its reconstruction
         for k in RECONSTRUCTION_ERRORS:
             parts[k].append(reconstruction_error(rec, xb.cpu(), k))
     return {k: torch.cat(v) if v else torch.empty(0) for k, v in parts.items()}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -13,13 +12,13 @@ import torch
 
 from . import anomaly, embed, losses, train
 from .cache import key as cache_key
-from .data import ImageData
+from .data import ImageData, atomic_write
 
 N_CLASSES = 10
 KEY = ["dataset", "k", "metric", "case", "method", "mixup", "n_per_class", "epochs", "arch", "seed", "config"]
 # the modules whose source a result depends on (a change there recomputes every cell); a module that
 # registers its own architecture or head is added for the cells that use it (`train.training_code`)
-CODE = ("models.py", "losses.py", "pairs.py", "train.py", "embed.py", "anomaly.py", "benchmark.py")
+CODE = ("models.py", "losses.py", "pair_losses.py", "mixup.py", "train.py", "embed.py", "anomaly.py", "benchmark.py")
 COLUMNS = (KEY[:4] + ["anomaly_classes"] + KEY[4:] + ["score", "auroc"]
            + [f"norm_dist_{c}" for c in range(N_CLASSES)] + ["train_seconds", "from_cache"])
 
@@ -314,7 +313,7 @@ def read_results(csv_path: str | Path) -> pd.DataFrame:
         return pd.DataFrame(columns=COLUMNS)
     raw = path.read_bytes()
     if not raw.endswith(b"\n"):
-        _replace(path, raw[:raw.rfind(b"\n") + 1])
+        atomic_write(path, lambda f: f.write(raw[:raw.rfind(b"\n") + 1]))
     df = pd.read_csv(path, dtype={"anomaly_classes": str, "n_per_class": str, "dataset": str,
                                   "method": str, "arch": str, "metric": str, "score": str, "config": str})
     if list(df.columns) != COLUMNS:
@@ -322,12 +321,6 @@ def read_results(csv_path: str | Path) -> pd.DataFrame:
                          f"{list(df.columns)[:6]}…, expected {COLUMNS[:6]}…): delete it or use another csv_path")
     df["n_per_class"] = [_npc(v) for v in df["n_per_class"]]
     return df
-
-
-def _replace(path: Path, content: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(content)
-    os.replace(tmp, path)
 
 
 def _append(path: Path, rows: list[dict]) -> None:
@@ -391,7 +384,7 @@ def run(data_by_name: dict[str, ImageData], settings: list[Setting], methods: di
     done = {key for key, have in got.items() if key in kinds_of and kinds_of[key] <= have}
     partial = [key in wanted and key not in done for key in keys]
     if any(partial):
-        _replace(path, old[[not p for p in partial]].to_csv(index=False, lineterminator="\n").encode())
+        atomic_write(path, lambda f: f.write(old[[not p for p in partial]].to_csv(index=False, lineterminator="\n").encode()))
     if progress:
         from fastprogress.fastprogress import progress_bar
         bar = progress_bar(cells)

@@ -70,7 +70,7 @@ class ImageData:
 
     `info` holds anything else a data set knows (e.g. Omniglot's alphabets). Entries named
     `<what>_train` / `<what>_test` that are tensors hold one value per image of that split, and are
-    kept in step by `select`, `per_class`, `hold_out` and `rotations`.
+    kept in step by `select`, `per_class`, `merged` and `rotations` (and notebook 09's `hold_out`).
     """
     x_train: torch.Tensor
     y_train: torch.Tensor
@@ -301,21 +301,11 @@ def _stack_images(groups: list[tuple[Path, list]], size: tuple[int, int] | None)
     return out
 
 
-def read_image_folder(folder: str | Path, classes: list[str] | None = None,
-                      size: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Decode `folder/<class>/*` images into uint8 N×C×H×W (class order: `classes` or sorted names); gray or RGB
-    and the scale are decided once for the folder (`_decode_image`, `_stack_images`); mixed sizes need `size=(H, W)`."""
-    folder = Path(folder)
-    images, ys, names = _decode_folder(folder, classes)
-    x, = _stack_images([(folder, images)], size)
-    return x, torch.tensor(ys, dtype=torch.int64), names
-
-
 def read_split_folder(folder: str | Path,
                       size: tuple[int, int] | None = None) -> tuple[tuple[torch.Tensor, ...], list[str]] | None:
     """`folder/train/<class>/…` and `folder/test/<class>/…` -> tensors and class names.
 
-    Decoded as `read_image_folder` does, with the gray/RGB and scale decisions taken once over both
+    Decoded by `_decode_folder` and `_stack_images`, with the gray/RGB and scale decisions taken once over both
     splits, so train and test always have the same channel count.
     """
     folder = Path(folder)
@@ -570,9 +560,9 @@ def cache_dir() -> Path:
     return d
 
 
-def atomic_save(obj: object, path: Path | str) -> None:
-    """`torch.save(obj, path)`, all or nothing: write a temporary file in the same folder, then
-    `os.replace` it onto `path`. A reader (or a crash, or a full disk) never sees a partial file:
+def atomic_write(path: Path | str, write) -> None:
+    """`write(f)` into `path` (a binary file), all or nothing: a temporary file in the same folder, flushed to
+    disk, then `os.replace`d onto `path`. A reader (or a crash, or a full disk) never sees a partial file:
     `path` is either the old complete file, absent, or the new complete one. Parent folders are made."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -580,13 +570,18 @@ def atomic_save(obj: object, path: Path | str) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)   # usual permissions (umask applies)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_save(obj: object, path: Path | str) -> None:
+    """`torch.save(obj, path)`, all or nothing (`atomic_write`)."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _cached(name: str, folder: Path, reader):
@@ -622,18 +617,11 @@ def _why_not_download(download: bool) -> str | None:
 
 
 def _fetch(url: str, path: Path) -> None:
-    """Download `url` to `path`, all or nothing (a temporary file in the same folder, then `os.replace`)."""
+    """Download `url` to `path`, all or nothing (`atomic_write`)."""
     import urllib.request
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as f:
-            shutil.copyfileobj(response, f)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with urllib.request.urlopen(url, timeout=60) as response:
+        atomic_write(path, lambda f: shutil.copyfileobj(response, f))
 
 
 def _download_olivetti(dest: Path) -> ImageData:
@@ -799,32 +787,6 @@ def resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- unseen classes
-def hold_out(data: ImageData, test_classes: list[int]) -> ImageData:
-    """A split by class, for classes never seen in training: train = every image of the other classes, test =
-    every image of `test_classes` (relabelled in the order given; `info["test_classes"]` names them)."""
-    n, test_classes = len(data.classes), [int(c) for c in test_classes]
-    unknown = [c for c in test_classes if not 0 <= c < n]
-    if unknown:
-        raise ValueError(f"hold_out: unknown class indices {unknown}; {data.name!r} has classes 0..{n - 1}")
-    twice = sorted({c for c in test_classes if test_classes.count(c) > 1})
-    if twice:
-        raise ValueError(f"hold_out: class indices {twice} are given more than once; list each class once")
-    if not 0 < len(test_classes) < n:
-        raise ValueError(f"hold_out: hold out at least one class and keep at least one of the {n} for training")
-    train_classes = [c for c in range(n) if c not in test_classes]
-    held = ",".join(map(str, test_classes)) if len(test_classes) <= 5 else f"{len(test_classes)} classes"
-    x, y = torch.cat([data.x_train, data.x_test]), torch.cat([data.y_train, data.y_test])
-    (x_tr, y_tr), (x_te, y_te) = select_classes(x, y, train_classes), select_classes(x, y, test_classes)
-    info = dict(data.info, test_classes=[data.classes[c] for c in test_classes])
-    for k in per_image_keys(data.info):
-        both = torch.cat([data.info[f"{k}_train"], data.info[f"{k}_test"]])
-        for split, classes in (("train", train_classes), ("test", test_classes)):
-            info[f"{k}_{split}"] = both[torch.isin(y, torch.tensor(classes, dtype=y.dtype))]
-    return replace(data, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te,
-                   classes=[data.classes[c] for c in train_classes], info=info,
-                   name=f"{data.name}[held out {held}]")
-
-
 def rotations(data: ImageData) -> ImageData:
     """Omniglot-style augmentation (Santoro et al. 2016): each image turned by 0°, 90°, 180°, 270°, each a new
     class r·n + c named "<name>@90" etc. Square images; utils/README.md: the order."""

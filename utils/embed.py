@@ -1,5 +1,5 @@
-"""Measurements on embeddings: how compact the classes are and how far apart; cached embeddings,
-2-d projections (t-SNE, UMAP) and the numbers that back up the pictures (kNN accuracy, silhouette)."""
+"""Embeddings cached on disk, and their 2-d projections (t-SNE, UMAP). The numbers that back up the pictures (kNN
+accuracy, silhouette) are notebook 05's lesson cell, `utils.neighbourhoods`."""
 from __future__ import annotations
 
 import os
@@ -73,25 +73,3 @@ def project(x: torch.Tensor, method: str = "tsne", metric: str = "euclidean", se
         warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
         coords = reducer.fit_transform(data)
     return np.asarray(coords), time.perf_counter() - t0
-
-
-# ----------------------------------------------------------------------------- numbers
-def knn_accuracy(train_emb: torch.Tensor, y_train: torch.Tensor, test_emb: torch.Tensor,
-                 y_test: torch.Tensor, k: int = 5, metric: str = "cosine") -> float:
-    """Test accuracy of a k-nearest-neighbour classifier on the embeddings (sklearn)."""
-    from sklearn.neighbors import KNeighborsClassifier
-
-    clf = KNeighborsClassifier(n_neighbors=k, metric=metric).fit(_flat(train_emb), np.asarray(y_train))
-    return float(clf.score(_flat(test_emb), np.asarray(y_test)))
-
-
-def silhouette(emb: torch.Tensor, y: torch.Tensor, metric: str = "cosine", n: int = 2000,
-               seed: int = 0) -> float:
-    """Silhouette score (−1..1, higher = tighter, better separated classes) on a seeded subsample of `n`."""
-    from sklearn.metrics import silhouette_score
-
-    e, lab = _flat(emb), np.asarray(y)
-    if len(lab) > n:
-        idx = np.random.default_rng(seed).choice(len(lab), size=n, replace=False)
-        e, lab = e[idx], lab[idx]
-    return float(silhouette_score(e, lab, metric=metric))

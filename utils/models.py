@@ -4,8 +4,6 @@ Heads (the losses) live in `utils.losses`; an autoencoder trains with the `recon
 """
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import nn
 
@@ -52,20 +50,12 @@ class SmallCNN(nn.Module):
         return self.embed(self.features(x))
 
 
-def resnet18(in_channels: int = 3, emb_dim: int = 64, pretrained: bool = False) -> nn.Module:
-    """torchvision's ResNet18 for 28×28 / 32×32 inputs: 3×3 stride-1 stem, no max-pool, linear embedding.
-
-    `pretrained=True` loads ImageNet weights when they can be had (the stem is re-initialized either way,
-    because its shape changes); offline it warns and starts from random weights.
-    """
-    from torchvision.models import ResNet18_Weights, resnet18 as tv_resnet18
+def resnet18(in_channels: int = 3, emb_dim: int = 64) -> nn.Module:
+    """torchvision's ResNet18 for 28×28 / 32×32 inputs, from random weights: 3×3 stride-1 stem, no max-pool, linear
+    embedding (ImageNet-pretrained backbones: `utils.pretrained`)."""
+    from torchvision.models import resnet18 as tv_resnet18
 
     net = tv_resnet18(weights=None)
-    if pretrained:
-        try:
-            net.load_state_dict(ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=False))
-        except Exception as e:  # offline
-            warnings.warn(f"ImageNet weights could not be loaded ({type(e).__name__}); training from scratch")
     net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
     net.maxpool = nn.Identity()
     net.fc = nn.Linear(512, emb_dim)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from .data import atomic_write, cache_dir
+
 ROOT = Path(__file__).resolve().parent.parent  # the repository
 MODES = ("smoke", "default", "full")
 MODE_HELP = {
@@ -64,9 +66,7 @@ def record(echo: bool = True, **values) -> dict:
         p.parent.mkdir(parents=True, exist_ok=True)
         old = json.loads(p.read_text()) if p.is_file() else {}
         old.update(clean)
-        tmp = p.with_suffix(p.suffix + ".tmp")
-        tmp.write_text(json.dumps(old, indent=1))
-        os.replace(tmp, p)
+        atomic_write(p, lambda f: f.write(json.dumps(old, indent=1).encode()))
     return clean
 
 
@@ -75,8 +75,6 @@ def results_csv(name: str, mode: str) -> Path:
 
     `results/<name>_<mode>.csv`, committed with the notebooks; smoke runs write into the cache folder.
     """
-    from .data import cache_dir
-
     path = (ROOT / "results" if mode != "smoke" else cache_dir()) / f"{name}_{mode}.csv"
     print("results:", path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else path.name)
     return path

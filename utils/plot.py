@@ -108,9 +108,8 @@ def features(emb: torch.Tensor, y: torch.Tensor, classes: list[str], ax: plt.Axe
 
 
 # ----------------------------------------------------------------------------- projections and anomalies
-def _scatter_classes(ax: plt.Axes, coords: np.ndarray, y, classes: list[str], s: float = 2,
-                     legend: bool = False) -> None:
-    """Scatter `coords` coloured by class (tab10), equal aspect, no ticks; `legend` names the classes beside it."""
+def _scatter_classes(ax: plt.Axes, coords: np.ndarray, y, classes: list[str], s: float = 2) -> None:
+    """Scatter `coords` coloured by class (tab10), equal aspect, no ticks."""
     coords, y = np.asarray(coords), np.asarray(y)
     palette = sns.color_palette("tab10", 10)
     for c, name in enumerate(classes):
@@ -118,19 +117,6 @@ def _scatter_classes(ax: plt.Axes, coords: np.ndarray, y, classes: list[str], s:
         ax.scatter(pts[:, 0], pts[:, 1], s=s, alpha=0.6, color=palette[c % 10], label=name, linewidths=0)
     ax.set(xticks=[], yticks=[])
     ax.set_aspect("equal", adjustable="datalim")
-    if legend:
-        _class_legend(ax)
-
-
-def projection(coords: np.ndarray, y: torch.Tensor, classes: list[str], ax: plt.Axes | None = None,
-               title: str = "", legend: bool = True) -> plt.Figure:
-    """2-d coordinates (t-SNE, UMAP) as a scatter coloured by class; `legend` names the classes beside it."""
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    _scatter_classes(ax, coords, y, classes, legend=legend)
-    ax.set_title(title)
-    ax.figure.tight_layout()
-    return ax.figure
 
 
 def projection_grid(panels: dict[tuple[str, str], tuple[np.ndarray, torch.Tensor]], classes: list[str],

@@ -6,7 +6,6 @@ import math
 import os
 import random
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import losses, models
-from .cache import code_text, key as cache_key, source_hash as _source_hash  # noqa: F401
-from .pairs import PKSampler
+from .cache import code_text, key as cache_key, source_hash
+from .mixup import mixup_loss  # notebook 08's lesson cell
+from .pair_losses import PKSampler  # notebook 09's lesson cell
 from .data import ImageData, atomic_save, cache_dir
 
 
@@ -49,11 +49,6 @@ def choose_precision(device_type: str, capability: tuple[int, int] | None = None
     if capability is None:
         capability = torch.cuda.get_device_capability()
     return (torch.bfloat16, False) if tuple(capability) >= (8, 0) else (torch.float16, True)
-
-
-def show_progress(progress: bool | None) -> bool:
-    """`progress`, or when None: on unless `$DML_PROGRESS` is "0" (headless runs keep their outputs clean)."""
-    return os.environ.get("DML_PROGRESS", "1") != "0" if progress is None else bool(progress)
 
 
 def random_shift(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
@@ -95,31 +90,6 @@ def gaussian_noise(x: torch.Tensor, sigma: float, g: torch.Generator) -> torch.T
     return (xf + sigma * noise).clamp_(0, 1)
 
 
-@contextmanager
-def per_sample(head: nn.Module):
-    """Temporarily switch a head to per-sample losses (reduction='none')."""
-    old, head.reduction = head.reduction, "none"
-    try:
-        yield head
-    finally:
-        head.reduction = old
-
-
-def mixup_loss(model: nn.Module, head: nn.Module, xb: torch.Tensor, yb: torch.Tensor,
-               alpha: float, g: torch.Generator) -> torch.Tensor:
-    """Mixup (Zhang et al. 2018) for any head: mix images, then mix the two per-sample losses."""
-    b = len(yb)
-    lam = torch.distributions.Beta(alpha, alpha).sample((b,)).to(xb.device)  # uses the global RNG
-    lam = torch.maximum(lam, 1 - lam)                    # fastai's trick: the first image dominates
-    perm = torch.randperm(b, generator=g, device=g.device).to(xb.device)
-    xf = xb.float() / 255 if xb.dtype == torch.uint8 else xb
-    lam_img = lam.view(-1, *([1] * (xf.ndim - 1)))
-    emb = model(lam_img * xf + (1 - lam_img) * xf[perm])
-    with per_sample(head):
-        loss = lam * head(emb, yb) + (1 - lam) * head(emb, yb[perm])
-    return loss.mean()
-
-
 def param_groups(model: nn.Module, head: nn.Module, lr: float, wd: float) -> list[dict]:
     """Every trainable parameter of the model and the head, once, by one rule for every method:
     matrices and convolution kernels (ndim > 1: the class weights too) get weight decay `wd`; biases,
@@ -150,7 +120,7 @@ def fit(model: nn.Module, head: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     amp = (device.type == "cuda") if amp is None else amp
     amp_dtype, use_scaler = choose_precision(device.type) if amp else (None, False)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    progress = show_progress(progress)
+    progress = os.environ.get("DML_PROGRESS", "1") != "0" if progress is None else bool(progress)  # headless: quiet
     if mixup and not hasattr(head, "reduction"):
         raise ValueError(f"mixup mixes the losses of single images, and the {losses.name_of(head)!r} head learns from "
                          f"pairs/triplets of the batch (no per-sample loss, mixup is not supported): use mixup=0")
@@ -273,11 +243,6 @@ def predict(model: nn.Module, head: nn.Module, x: torch.Tensor) -> tuple[torch.T
     return emb, head.eval().logits(emb.to(dev)).softmax(1).cpu()
 
 
-def accuracy(model: nn.Module, head: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Top-1 accuracy of `head.logits(model(x))`."""
-    return (predict(model, head, x)[1].argmax(1) == y.cpu()).float().mean().item()
-
-
 # ----------------------------------------------------------------------------- cached training
 @dataclass
 class Trained:
@@ -290,7 +255,7 @@ class Trained:
     from_cache: bool = False
 
 
-TRAINING_CODE = ("models.py", "heads.py", "losses.py", "pairs.py", "train.py")
+TRAINING_CODE = ("models.py", "heads.py", "losses.py", "pair_losses.py", "mixup.py", "train.py")
 
 
 def training_code(arch: str, head: str) -> tuple[str, ...]:
@@ -305,12 +270,6 @@ def training_code(arch: str, head: str) -> tuple[str, ...]:
         if src is not None and src.parent == here and src.name not in names:
             names.append(src.name)
     return tuple(names)
-
-
-def source_hash(names: tuple[str, ...] = TRAINING_CODE) -> str:
-    """Hash of what the `utils` modules `names` do (`cache.code_text`); default: what defines models, heads and
-    training. A change of code invalidates what was computed with the old code; a docstring does not."""
-    return _source_hash(names)
 
 
 def class_code(cls: type) -> str:

@@ -4,10 +4,11 @@
 import numpy as np
 import torch
 import torch.nn.functional as F
+from dataclasses import replace
 from sklearn.metrics import roc_auc_score
 
 
-# ---- defined in notebooks/09_siamese_triplets_faces.ipynb, cell 18
+# ---- defined in notebooks/09_siamese_triplets_faces.ipynb, cell 20
 PAIR_SIMILARITIES = {"cosine": lambda a, b: F.cosine_similarity(a.float(), b.float(), dim=1),   # rows -> N,
                      "euclidean": lambda a, b: -(a.float() - b.float()).norm(dim=1)}            # higher = more alike
 
@@ -42,6 +43,16 @@ def best_threshold(sim: torch.Tensor, same: torch.Tensor) -> tuple[float, float]
     return float(t), float(correct[k] / len(pos))
 
 
+def head_similarity(head):
+    """The similarity a trained head implies: a Siamese head's p(same) (computed where the head lives, returned on
+    the CPU); cosine for every other head."""
+    if not hasattr(head, "same_probability"):
+        return "cosine"
+    device = next(head.parameters()).device
+    head.eval()
+    return lambda a, b: head.same_probability(a.to(device), b.to(device)).float().cpu()
+
+
 def verification(emb_fit, y_fit, emb_test, y_test, similarity="cosine", seed: int = 0) -> dict[str, float]:
     """Balanced test pairs scored at the threshold chosen on `emb_fit`'s pairs: accuracy, ROC AUC, the threshold,
     its accuracy on the pairs it was chosen on, and the number of test pairs."""
@@ -51,3 +62,25 @@ def verification(emb_fit, y_fit, emb_test, y_test, similarity="cosine", seed: in
     sim = pair_similarity(emb_test, i, j, similarity)
     return {"acc": float(((sim >= t) == same).float().mean()), "auc": float(roc_auc_score(same, sim)),
             "threshold": t, "acc_fit": acc_fit, "pairs": len(same)}
+
+
+# ---- defined in notebooks/09_siamese_triplets_faces.ipynb, cell 28
+def hold_out(data, test_classes: list[int]):
+    """Classes never seen in training (`data`: an `ImageData`): train = every image of the other classes, test =
+    every image of `test_classes`, relabelled in the order given (`info["test_classes"]` names them)."""
+    n, test_classes = len(data.classes), [int(c) for c in test_classes]
+    if any(not 0 <= c < n for c in test_classes):
+        raise ValueError(f"hold_out: unknown class indices {[c for c in test_classes if not 0 <= c < n]}; "
+                         f"{data.name!r} has classes 0..{n - 1}")
+    if len(set(test_classes)) < len(test_classes):
+        raise ValueError("hold_out: a class index is given more than once; list each class once")
+    if not 0 < len(test_classes) < n:
+        raise ValueError(f"hold_out: hold out at least one class and keep at least one of the {n} for training")
+    everything = data.merged()                                   # every image in the training split
+    train, test = everything.select([c for c in range(n) if c not in test_classes]), everything.select(test_classes)
+    info = dict(train.info, test_classes=test.classes)
+    for k in [k[:-6] for k, v in info.items() if k.endswith("_train") and torch.is_tensor(v)]:
+        if torch.is_tensor(info.get(k + "_test")):
+            info[k + "_test"] = test.info[k + "_train"]         # per-image entries follow their images
+    held = ",".join(map(str, test_classes)) if len(test_classes) <= 5 else f"{len(test_classes)} classes"
+    return replace(train, x_test=test.x_train, y_test=test.y_train, info=info, name=f"{data.name}[held out {held}]")

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from utils.data import select_classes
-from utils.pairs import PKSampler
+from utils.pair_losses import PKSampler
 
 
 def class_split(x: torch.Tensor, y: torch.Tensor, groups: dict[str, list[int]]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
