@@ -110,7 +110,7 @@ def _calls() -> dict:
             "ensemble": lambda f: f(lambda t: t.flatten(1), lambda t: t.flatten(1) ** 2)(images),
             "oneshot": lambda f: torch.tensor(list(f(lambda t: t.flatten(1), [_episode()]).values())),
             "summary": lambda f: torch.tensor(list(f({"a": 0.5, "b": 1.0}).values())),
-            "head_similarity": lambda f: f(_KochLike())(x, x),
+            "head_similarity": lambda f: f(_siamese_head())(x, x),
             "mixup_loss": lambda f: f(torch.nn.Flatten(), _PerSampleLoss(), images, y % 4, 0.4, torch.Generator().manual_seed(0)),
             "_below": lambda f: f(torch.tensor([1, 2, 5]), torch.Generator().manual_seed(0)).float(),
             "PKSampler": lambda c: c(2, 2).epoch(y, torch.Generator().manual_seed(0)).float(),
@@ -140,15 +140,11 @@ def _episode():
     return SimpleNamespace(name="run1", support=support, query=support, answer=torch.arange(3))
 
 
-class _KochLike(torch.nn.Module):
-    """A head with Koch's `same_probability`, for `head_similarity`."""
+def _siamese_head():
+    """Koch's head from notebook 09's cell (`utils.pair_losses`): `head_similarity` returns its p(same)."""
+    from utils.pair_losses import SiameseHead
 
-    def __init__(self):
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.ones(1))
-
-    def same_probability(self, a, b):
-        return torch.sigmoid(-self.w * (a - b).abs().sum(1))
+    return SiameseHead(emb_dim=8)
 
 
 class _PerSampleLoss(torch.nn.Module):
