@@ -59,7 +59,8 @@ def frozen_config(data_fp: str, budget: benchmark.Budget, backbone: str, size: i
     backbone, its weights, the input size, the data's content and the code that scores."""
     return cache_key({"n_per_class": budget.n_per_class, "seed": budget.seed, "backbone": backbone,
                       "weights": load(backbone, verbose=False)[1], "size": int(size or spec(backbone).size), "data": data_fp},
-                     code=("pretrained.py", "anomaly.py", "benchmark.py", "notebooks/pretrained_benchmark.py"), n=12)
+                     code=("pretrained.py", "imagenet_input.py", "anomaly.py", "protocol.py", "benchmark.py",
+                           "notebooks/pretrained_benchmark.py"), n=12)
 
 
 def run_frozen(data_by_name: dict[str, ImageData], settings: list[benchmark.Setting], budget: benchmark.Budget,

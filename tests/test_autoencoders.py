@@ -8,7 +8,6 @@ Everything on tiny synthetic images made here (16×16 bars), on the CPU.
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -16,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from utils import anomaly, autoencoders as AE, benchmark as B, losses, models, train
+from utils import anomaly, augment, autoencoders as AE, benchmark as B, losses, models, train
 from utils.benchmark import Setting
 from utils.data import ImageData
 
@@ -342,8 +341,8 @@ def test_reconstruction_scores_are_per_image_and_higher_for_anomalies(trained_co
     model = trained_conv_ae[0]
     normal = bars(60, seed=7)
     for other in (checkerboards(60), horizontal_bars(60)):
-        sn = anomaly.reconstruction_scores(model, normal)
-        sa = anomaly.reconstruction_scores(model, other, bs=7)      # batching changes nothing
+        sn = AE.reconstruction_scores(model, normal)
+        sa = AE.reconstruction_scores(model, other, bs=7)      # batching changes nothing
         assert set(sn) == set(sa) == {"mse", "mae"}
         for kind in ("mse", "mae"):
             assert sn[kind].shape == sa[kind].shape == (60,)
@@ -352,10 +351,10 @@ def test_reconstruction_scores_are_per_image_and_higher_for_anomalies(trained_co
     rec = train.embed(model, normal, bs=16)                      # an autoencoder's output: its reconstruction
     assert rec.shape == normal.shape and rec.dtype == torch.float32
     assert not model.training                                    # scored in eval mode
-    sn = anomaly.reconstruction_scores(model, normal)
+    sn = AE.reconstruction_scores(model, normal)
     assert torch.allclose(sn["mse"], losses.reconstruction_error(rec, normal, "mse"), atol=1e-6)
     assert torch.allclose(sn["mae"], losses.reconstruction_error(rec, normal, "mae"), atol=1e-6)
-    one = anomaly.reconstruction_scores(model, normal[3:4])
+    one = AE.reconstruction_scores(model, normal[3:4])
     assert torch.allclose(one["mae"], sn["mae"][3:4], atol=1e-6)   # an image's score ignores its batch
 
 
@@ -387,20 +386,20 @@ def test_sigma_threshold_and_rates_by_hand():
 # ----------------------------------------------------------------------------- gaussian noise
 def test_gaussian_noise():
     gray = torch.full((64, 1, 16, 16), 128, dtype=torch.uint8)
-    out = train.gaussian_noise(gray, 0.1, torch.Generator().manual_seed(0))
+    out = augment.gaussian_noise(gray, 0.1, torch.Generator().manual_seed(0))
     assert out.shape == gray.shape and out.dtype == torch.float32
     assert out.min() >= 0 and out.max() <= 1
     diff = out - 128 / 255
     assert diff.std().item() == pytest.approx(0.1, rel=0.03) and abs(diff.mean().item()) < 0.005
-    again = train.gaussian_noise(gray, 0.1, torch.Generator().manual_seed(0))
-    other = train.gaussian_noise(gray, 0.1, torch.Generator().manual_seed(1))
+    again = augment.gaussian_noise(gray, 0.1, torch.Generator().manual_seed(0))
+    other = augment.gaussian_noise(gray, 0.1, torch.Generator().manual_seed(1))
     assert torch.equal(out, again) and not torch.equal(out, other)
     xf = torch.rand(8, 3, 5, 5)
     copy = xf.clone()
-    noisy = train.gaussian_noise(xf, 0.5, torch.Generator().manual_seed(0))
+    noisy = augment.gaussian_noise(xf, 0.5, torch.Generator().manual_seed(0))
     assert torch.equal(xf, copy)                                  # the input is not changed in place
     assert noisy.min() >= 0 and noisy.max() <= 1 and (noisy == 0).any() and (noisy == 1).any()  # clipped
-    assert torch.equal(train.gaussian_noise(gray, 0.0, torch.Generator().manual_seed(0)), gray.float() / 255)
+    assert torch.equal(augment.gaussian_noise(gray, 0.0, torch.Generator().manual_seed(0)), gray.float() / 255)
 
 
 # ----------------------------------------------------------------------------- the benchmark
@@ -513,7 +512,7 @@ def test_the_auroc_of_an_autoencoder_row_is_its_reconstruction_scores(first, toy
     cs = B.score_case(toy, SETTINGS[0], 1, "super-res AE", BUDGET)
     assert cs.run.from_cache and cs.train_emb is None and cs.test_emb is None
     assert set(cs.scores) == {"mse", "mae"} and cs.anomalies == [1, 2]
-    ref = anomaly.reconstruction_scores(cs.run.model, toy.x_test)
+    ref = AE.reconstruction_scores(cs.run.model, toy.x_test)
     df = first.df
     for kind in ("mse", "mae"):
         assert torch.allclose(cs.scores[kind], ref[kind])

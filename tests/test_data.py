@@ -235,13 +235,14 @@ def test_photos_offline_patches_are_seeded_and_disjoint(no_local_data):
 
 # ----------------------------------------------------------------------------- selection
 def test_select_classes_relabels_in_given_order():
-    x = torch.arange(8).view(8, 1, 1, 1)
+    x = torch.arange(8).view(8, 1, 1, 1).to(torch.uint8)
     y = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
-    xs, ys = data.select_classes(x, y, [3, 1])
-    assert xs.flatten().tolist() == [1, 3, 5, 7]
-    assert ys.tolist() == [1, 0, 1, 0]              # class 3 -> 0, class 1 -> 1
-    _, kept = data.select_classes(x, y, [3, 1], relabel=False)
-    assert kept.tolist() == [1, 3, 1, 3]
+    d = data.ImageData(x, y, x[:4], y[:4], ["a", "b", "c", "d"], "test")
+    s = d.select([3, 1])
+    assert s.x_train.flatten().tolist() == [1, 3, 5, 7] and s.x_test.flatten().tolist() == [1, 3]
+    assert s.y_train.tolist() == [1, 0, 1, 0] and s.classes == ["d", "b"]   # class 3 -> 0, class 1 -> 1
+    kept = d.select([3, 1], relabel=False)
+    assert kept.y_train.tolist() == [1, 3, 1, 3] and kept.classes == d.classes
 
 
 def test_image_data_select_renames_classes(digits):

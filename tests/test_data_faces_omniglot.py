@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from utils import data
+from utils.augment import rotations   # notebook 10's lesson cell
 from utils.verification import hold_out   # notebook 09's lesson cell
 
 from notebooks import oneshot_runs as R
@@ -336,7 +337,7 @@ def test_hold_out_rejects_bad_class_lists(bad, match):
 
 def test_rotations_are_new_classes():
     d = tiny(n_classes=3)
-    r = data.rotations(d)
+    r = rotations(d)
     assert r.x_train.shape == (24, 1, 4, 4) and r.x_test.shape == (12, 1, 4, 4)
     assert r.classes == ["c0", "c1", "c2", "c0@90", "c1@90", "c2@90", "c0@180", "c1@180", "c2@180",
                          "c0@270", "c1@270", "c2@270"]
@@ -354,11 +355,11 @@ def test_rotations_are_new_classes():
 
 def test_rotations_after_hold_out_number_test_classes_by_their_own_count():
     h = hold_out(tiny(n_classes=4), [2])
-    r = data.rotations(h)
+    r = rotations(h)
     assert r.info["test_classes"] == ["c2", "c2@90", "c2@180", "c2@270"]
     assert r.y_test.tolist() == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3 and r.y_train.max() == 11
     with pytest.raises(ValueError, match="square"):
-        data.rotations(data.ImageData(*[torch.zeros(1, 1, 4, 5, dtype=torch.uint8), torch.zeros(1).long()] * 2,
+        rotations(data.ImageData(*[torch.zeros(1, 1, 4, 5, dtype=torch.uint8), torch.zeros(1).long()] * 2,
                                       ["a"], "t"))
 
 

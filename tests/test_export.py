@@ -6,6 +6,7 @@ import ast
 import math
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -120,7 +121,26 @@ def _calls() -> dict:
             "threshold": lambda f: torch.tensor([f(f.__globals__["lof"](x, n_neighbors=3), c) for c in (None, 0.1)]),
             "knn_accuracy": lambda f: torch.tensor(f(x, y, x, y, k=1)),
             "silhouette": lambda f: torch.tensor([f(x, y), f(x, y, metric="euclidean", n=6)]),
+            "ToFloat": lambda c: c()(images), "conv_block": lambda f: f(1, 2)(images),
+            "SmallCNN": lambda c: c(1, 8, width=4)(torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8)),
+            "random_shift": lambda f: f(images, 1, torch.Generator().manual_seed(0)),
+            "random_affine": lambda f: f(images, torch.Generator().manual_seed(0)),
+            "gaussian_noise": lambda f: f(images, 0.1, torch.Generator().manual_seed(0)),
+            "reconstruction_scores": lambda f: torch.stack(list(f(torch.nn.Conv2d(1, 1, 1), images, bs=5).values())),
+            "cases": lambda f: torch.tensor(f(3, n_cases=4)), "normal_classes": lambda f: torch.tensor(f([0, 9])),
+            "class_means": lambda f: torch.tensor(f(x[:, 0].abs(), y, y > 2, n_classes=5)),
+            "fixed_steps": lambda f: torch.tensor(f(_Budget(), 50, 2, 200).epochs),
+            "imagenet_input": lambda f: f(images, 8, torch.full((1, 3, 1, 1), 0.5), torch.full((1, 3, 1, 1), 0.25)),
+            "rotations": lambda f: f(_tiny_data()).y_train.float(),
             "inputs": (x, y, images)}
+
+
+@dataclass
+class _Budget:
+    """What `fixed_steps` reads and replaces in a budget (utils.benchmark.Budget has more)."""
+    bs: int = 32
+    n_per_class: int | None = None
+    epochs: int = 1
 
 
 def _tiny_data():

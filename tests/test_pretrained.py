@@ -11,6 +11,7 @@ from sklearn.datasets import load_sample_images
 
 from utils import benchmark, losses, models, pretrained as PT, train
 from utils.benchmark import Setting
+from utils.imagenet_input import imagenet_input
 
 from notebooks import pretrained_benchmark as PB
 
@@ -75,7 +76,7 @@ def test_embedding_sizes(channels):
     assert frozen(x).shape == (3, 1280) and frozen.emb_dim == 1280
     net = models.make_model("efficientnet_lite0", in_channels=channels, emb_dim=16, size=32).eval()
     assert net(x).shape == (3, 16) and net.emb_dim == 16
-    assert frozen.preprocess(x).shape == (3, 3, 32, 32)
+    assert imagenet_input(x, 32, frozen.mean, frozen.std).shape == (3, 3, 32, 32)
 
 
 def _fit_one_epoch(net, small_digits):

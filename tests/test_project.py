@@ -110,8 +110,8 @@ def test_readme_headlines_rewrite_only_their_column_and_name_a_missing_number():
 
 
 def test_utils_stays_small_and_notebook_plumbing_out_of_sight():
-    """scripts/code_stats.py's two figures: ≤ 2,500 hand-written `utils` lines (non-blank; every line, as `wc -l`
-    counts them, is printed beside it and must be the larger), ≤ 10 % plumbing lines."""
+    """scripts/code_stats.py's two figures: ≤ 2,500 hand-written `utils` lines counted as `wc -l` counts them (every
+    line, blank ones too: the unit of the "5,699 lines" the target was set against), ≤ 10 % plumbing lines."""
     import subprocess
     import sys
 
@@ -120,8 +120,7 @@ def test_utils_stays_small_and_notebook_plumbing_out_of_sight():
     hand = int(re.search(r"^utils: ([\d,]+) hand-written", out, re.M).group(1).replace(",", ""))
     plumbing, total = (int(v.replace(",", "")) for v in re.search(r"^notebooks: ([\d,]+) of ([\d,]+)", out, re.M).groups())
     every_line = int(re.search(r"^utils, every line \(wc -l\): ([\d,]+) hand-written", out, re.M).group(1).replace(",", ""))
-    assert hand <= 2500, out
-    assert every_line > hand, out
+    assert hand < every_line <= 2500, out
     assert plumbing <= 0.10 * total, out
 
 

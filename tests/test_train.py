@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from utils import cache, losses, models, train
+from utils import augment, cache, losses, models, train
 from utils.data import ImageData
 
 NUMBERS = ["train_loss", "lr", "test_loss", "test_acc"]   # history columns that must be reproducible
@@ -37,21 +37,21 @@ def same_state(a: dict, b: dict) -> bool:
 def test_random_shift_keeps_shape_and_dtype():
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (5, 3, 10, 12), dtype=torch.uint8)
-    out = train.random_shift(x, 2, g)
+    out = augment.random_shift(x, 2, g)
     assert out.shape == x.shape and out.dtype == torch.uint8
     xf = x.float()
-    assert train.random_shift(xf, 2, g).dtype == torch.float32
+    assert augment.random_shift(xf, 2, g).dtype == torch.float32
 
 
 def test_random_shift_pad_0_is_identity():
     x = torch.randint(0, 256, (4, 2, 9, 9), dtype=torch.uint8)
-    assert torch.equal(train.random_shift(x, 0, torch.Generator().manual_seed(0)), x)
+    assert torch.equal(augment.random_shift(x, 0, torch.Generator().manual_seed(0)), x)
 
 
 def test_random_shift_moves_a_centred_blob_without_losing_it():
     x = torch.zeros(64, 1, 12, 12, dtype=torch.uint8)
     x[:, :, 5:7, 5:7] = torch.arange(1, 65, dtype=torch.uint8).view(64, 1, 1, 1)   # 2×2 blob, margin 5
-    out = train.random_shift(x, 3, torch.Generator().manual_seed(0))
+    out = augment.random_shift(x, 3, torch.Generator().manual_seed(0))
     assert torch.equal(out.sum((1, 2, 3)), x.sum((1, 2, 3)))        # nothing cropped, nothing added
     moved = [(out[i] != x[i]).any().item() for i in range(64)]
     assert 40 < sum(moved) < 64                                     # most move; (0, 0) is a 1-in-49 draw
@@ -63,7 +63,7 @@ def test_random_shift_moves_a_centred_blob_without_losing_it():
 
 def test_random_shift_is_seeded():
     x = torch.randint(0, 256, (8, 1, 10, 10), dtype=torch.uint8)
-    a, b, c = (train.random_shift(x, 2, torch.Generator().manual_seed(s)) for s in (0, 0, 1))
+    a, b, c = (augment.random_shift(x, 2, torch.Generator().manual_seed(s)) for s in (0, 0, 1))
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
@@ -368,13 +368,13 @@ def test_train_cache_is_written_atomically(tiny_digits, isolated_env, monkeypatc
 def test_random_affine_is_seeded_float_and_keeps_a_blob_in_view():
     x = torch.zeros(4, 1, 16, 16, dtype=torch.uint8)
     x[:, :, 6:10, 6:10] = 255
-    out = train.random_affine(x, torch.Generator().manual_seed(0))
+    out = augment.random_affine(x, torch.Generator().manual_seed(0))
     assert out.shape == x.shape and out.dtype == torch.float32 and 0 <= out.min() and out.max() <= 1
-    assert torch.equal(out, train.random_affine(x, torch.Generator().manual_seed(0)))
+    assert torch.equal(out, augment.random_affine(x, torch.Generator().manual_seed(0)))
     assert not torch.allclose(out[0], out[1])                         # one distortion per image
     mass = out.sum((1, 2, 3)) / (x.float() / 255).sum((1, 2, 3))
     assert ((mass > 0.7) & (mass < 1.3)).all()                        # scaled ±10 %, area ±21 %
-    ident = train.random_affine(x, torch.Generator().manual_seed(0), degrees=0, scale=0, shear=0, translate=0)
+    ident = augment.random_affine(x, torch.Generator().manual_seed(0), degrees=0, scale=0, shear=0, translate=0)
     assert torch.allclose(ident, x.float() / 255, atol=1e-5)
 
 

@@ -1,5 +1,5 @@
-"""Anomaly scores: kNN distances in embedding space (batched torch), LOF, autoencoders' reconstruction
-errors; normalization, the mean + 3σ threshold, AUROC.
+"""Anomaly scores: kNN distances in embedding space (batched torch); normalization, AUROC. (LOF and the
+autoencoders' reconstruction errors are the lesson cells of notebooks 06 and 11: `utils.scores`, `utils.autoencoders`.)
 
 Convention everywhere: a higher score means more anomalous; anomalies are the positive class.
 """
@@ -11,8 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .losses import RECONSTRUCTION_ERRORS, reconstruction_error
-from .train import default_device, embed
+from .train import default_device
 
 METRICS = ("cosine", "euclidean")
 
@@ -21,23 +20,11 @@ METRICS = ("cosine", "euclidean")
 TRAIN_CHUNK = 1024
 
 
-def _check_metric(metric: str) -> None:
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}: choose one of {list(METRICS)}")
-
-
 class _Train(NamedTuple):
     """The train set prepared once: its rows and what turns a dot product into a score to maximize."""
 
     rows: torch.Tensor          # n×d float32; unit rows for cosine
     bias: torch.Tensor | None   # euclidean: −‖t‖²/2, so argmax (x·t − ‖t‖²/2) = argmin ‖x − t‖
-
-
-def _prepare(train: torch.Tensor, metric: str, device: torch.device) -> _Train:
-    rows = torch.as_tensor(train).to(device, torch.float32)
-    if metric == "cosine":
-        return _Train(F.normalize(rows, dim=1), None)
-    return _Train(rows, rows.pow(2).sum(1).mul_(-0.5))
 
 
 def _test_batches(test: torch.Tensor, metric: str, bs: int, device: torch.device):
@@ -51,11 +38,13 @@ def _test_batches(test: torch.Tensor, metric: str, bs: int, device: torch.device
 def _setup(train: torch.Tensor, test: torch.Tensor, metric: str, bs: int,
            device: torch.device | str | None) -> tuple[_Train, torch.Tensor]:
     """Check the arguments; return the prepared train set and a block buffer (bs × TRAIN_CHUNK floats)."""
-    _check_metric(metric)
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}: choose one of {list(METRICS)}")
     if bs < 1:
         raise ValueError(f"bs must be a positive batch size, got {bs}")
     dev = torch.device(device) if device is not None else default_device()
-    tr = _prepare(train, metric, dev)
+    rows = torch.as_tensor(train).to(dev, torch.float32)
+    tr = _Train(F.normalize(rows, dim=1), None) if metric == "cosine" else _Train(rows, rows.pow(2).sum(1).mul_(-0.5))
     buf = torch.empty(min(bs, len(test)) * min(TRAIN_CHUNK, len(tr.rows)), device=dev)
     return tr, buf
 
@@ -72,14 +61,6 @@ def _blocks(tb: torch.Tensor, tr: _Train, buf: torch.Tensor):
             yield j, torch.mm(tb, chunk.T, out=out)
         else:
             yield j, torch.addmm(tr.bias[j:j + TRAIN_CHUNK], tb, chunk.T, out=out)
-
-
-def _best_score(tb: torch.Tensor, tr: _Train, buf: torch.Tensor) -> torch.Tensor:
-    """The highest score of every test row (a running row-wise max over the train chunks; no indices)."""
-    best = None
-    for _, s in _blocks(tb, tr, buf):
-        best = s.amax(1) if best is None else torch.maximum(best, s.amax(1), out=best)
-    return best
 
 
 def _best(tb: torch.Tensor, tr: _Train, buf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,15 +120,12 @@ def knn_distance(train: torch.Tensor, test: torch.Tensor, k: int | None = 1, met
                  bs: int = 2048, device: torch.device | str | None = None) -> torch.Tensor:
     """Per test row, the mean of its `k` smallest distances to the train rows (k=1: the nearest one).
 
-    `k=None` (or "all") is the mean distance to every train row. metric "cosine" = 1 − cosine
+    `k=None` is the mean distance to every train row. metric "cosine" = 1 − cosine
     similarity, "euclidean" = L2. Blocked over `bs` test rows × `TRAIN_CHUNK` train rows (extra
     memory ≈ bs × TRAIN_CHUNK floats); k=1 is a running row-wise max of the similarity, k>1 a running
     topk. Runs on `device` (default: CUDA when available); returns a float32 CPU tensor.
     """
-    _check_metric(metric)
     n = len(train)
-    if k == "all":
-        k = None
     if k is not None and not (isinstance(k, (int, np.integer)) and not isinstance(k, bool) and 1 <= k <= n):
         raise ValueError(f"k must be an integer in 1..{n} (the number of train rows) or None for "
                          f"the mean over all of them, got k={k!r}")
@@ -156,8 +134,6 @@ def knn_distance(train: torch.Tensor, test: torch.Tensor, k: int | None = 1, met
     for tb in _test_batches(test, metric, bs, buf.device):
         if k is None:
             mean = _mean_distance(tb, tr, buf)
-        elif k == 1 and metric == "cosine":  # the value alone: no indices to track
-            mean = _distance(tb, tr, _best_score(tb, tr, buf), None)
         elif k == 1:
             mean = _distance(tb, tr, *_best(tb, tr, buf))
         else:
@@ -192,25 +168,6 @@ def normalize(scores: torch.Tensor, normal: torch.Tensor) -> torch.Tensor:
     return scores / scores[normal].mean()
 
 
-# ----------------------------------------------------------------------------- Local Outlier Factor
-def _numpy(x) -> np.ndarray:
-    return x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-
-
-# ----------------------------------------------------------------------------- reconstruction errors
-def reconstruction_scores(model: torch.nn.Module, x: torch.Tensor, bs: int = 1024,
-                          device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
-    """Anomaly scores of `x` by an autoencoder: {"mse": …, "mae": …}, one reconstruction error per image
-    (`utils.losses.reconstruction_error`: mean squared / absolute pixel error in the 0..1 scale)."""
-    parts: dict[str, list[torch.Tensor]] = {k: [] for k in RECONSTRUCTION_ERRORS}
-    for i in range(0, len(x), bs):
-        xb = x[i:i + bs]
-        rec = embed(model, xb, bs, device)               # an autoencoder's output: its reconstruction
-        for k in RECONSTRUCTION_ERRORS:
-            parts[k].append(reconstruction_error(rec, xb.cpu(), k))
-    return {k: torch.cat(v) if v else torch.empty(0) for k, v in parts.items()}
-
-
 # ----------------------------------------------------------------------------- evaluation
 def pool(normal: torch.Tensor, outliers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The scores of a normal and an outlier test set as one vector, and its anomaly mask (outliers True)."""
@@ -223,3 +180,7 @@ def auroc(scores: torch.Tensor, is_anomaly: torch.Tensor) -> float:
     from sklearn.metrics import roc_auc_score
 
     return float(roc_auc_score(_numpy(is_anomaly).astype(bool), _numpy(scores)))
+
+
+def _numpy(x) -> np.ndarray:
+    return x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)

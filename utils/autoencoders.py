@@ -40,7 +40,20 @@ class ReconstructionHead(nn.Module):
         return err.mean() if self.reduction == "mean" else err
 
 
-# ---- defined in notebooks/11_autoencoders.ipynb, cell 7
+@torch.no_grad()
+def reconstruction_scores(model: nn.Module, x: torch.Tensor, bs: int = 1024) -> dict[str, torch.Tensor]:
+    """Anomaly scores of images `x` by an autoencoder: {"mse": …, "mae": …}, one reconstruction error per image."""
+    model.eval()
+    device = next(model.parameters()).device
+    errors = {"mse": [], "mae": []}
+    for xb in x.split(bs):
+        rec = model(xb.to(device)).float().cpu()           # an autoencoder's output: its reconstruction
+        for kind, parts in errors.items():
+            parts.append(reconstruction_error(rec, xb.cpu(), kind))
+    return {kind: torch.cat(parts) if parts else torch.empty(0) for kind, parts in errors.items()}
+
+
+# ---- defined in notebooks/11_autoencoders.ipynb, cell 9
 def to_unit(x: torch.Tensor) -> torch.Tensor:
     """uint8 0..255 -> float 0..1 (a float input is taken as already in 0..1)."""
     return x.float().div(255) if x.dtype == torch.uint8 else x
@@ -85,7 +98,7 @@ def unet_autoencoder(in_channels: int = 1, emb_dim: int | None = None, width: in
     return ConvAutoencoder(in_channels, emb_dim, width, depth, skips=True)
 
 
-# ---- defined in notebooks/11_autoencoders.ipynb, cell 9
+# ---- defined in notebooks/11_autoencoders.ipynb, cell 11
 class SuperResolution(nn.Module):
     """Max-pool the image `factor`× (28×28 -> 7×7), then learn to rebuild it: log2(factor) × (2× upsampling,
     `convs` conv-BN-ReLU), a 3×3 conv and a sigmoid. `convs=1`: ours; `convs=2`: the article's four conv + BN layers."""
@@ -116,7 +129,7 @@ def superres_article(in_channels: int = 1, emb_dim: int | None = None, width: in
     return SuperResolution(in_channels, emb_dim, width, factor, convs=2)
 
 
-# ---- defined in notebooks/11_autoencoders.ipynb, cell 11
+# ---- defined in notebooks/11_autoencoders.ipynb, cell 13
 class DCAE(nn.Module):
     """Ruff et al. (2018)'s MNIST autoencoder, layer for layer their `MNIST_LeNet_Autoencoder`: two 5×5 conv (8, 4
     filters, no bias) + BN without affine + leaky ReLU + max-pool, a linear code of `rep_dim`; the decoder mirrors
@@ -153,7 +166,7 @@ class DCAE(nn.Module):
         return torch.sigmoid(self.deconv3(h))
 
 
-# ---- defined in notebooks/11_autoencoders.ipynb, cell 14
+# ---- defined in notebooks/11_autoencoders.ipynb, cell 16
 def sigma_threshold(normal_scores: torch.Tensor, n_sigma: float = 3.0) -> float:
     """mean + n_sigma · σ of normal images' scores (σ divided by n, as NumPy's `std`): above it an image is flagged."""
     s = torch.as_tensor(normal_scores).double()

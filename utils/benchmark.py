@@ -2,6 +2,7 @@
 normal and anomaly; resumable, keyed rows in a CSV (utils/README.md: the protocol and the keys)."""
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from dataclasses import asdict, dataclass, field, replace
@@ -11,14 +12,18 @@ import pandas as pd
 import torch
 
 from . import anomaly, embed, losses, train
+from .autoencoders import reconstruction_scores  # notebook 11's lesson cell
 from .cache import key as cache_key
 from .data import ImageData, atomic_write
+from .few_shot import fixed_steps  # notebook 08's lesson cell
+from .protocol import cases, class_means, normal_classes  # notebook 07's lesson cell
 
 N_CLASSES = 10
 KEY = ["dataset", "k", "metric", "case", "method", "mixup", "n_per_class", "epochs", "arch", "seed", "config"]
 # the modules whose source a result depends on (a change there recomputes every cell); a module that
 # registers its own architecture or head is added for the cells that use it (`train.training_code`)
-CODE = ("models.py", "losses.py", "pair_losses.py", "mixup.py", "train.py", "embed.py", "anomaly.py", "benchmark.py")
+CODE = ("models.py", "losses.py", "pair_losses.py", "mixup.py", "train.py", "embed.py", "anomaly.py", "protocol.py",
+        "few_shot.py", "autoencoders.py", "benchmark.py")
 COLUMNS = (KEY[:4] + ["anomaly_classes"] + KEY[4:] + ["score", "auroc"]
            + [f"norm_dist_{c}" for c in range(N_CLASSES)] + ["train_seconds", "from_cache"])
 
@@ -47,20 +52,6 @@ PUBLISHED = [Setting("cifar10", 1, "cosine"), Setting("cifar10", 1, "euclidean")
              Setting("cifar10", 5, "cosine"), Setting("cifar10", 8, "cosine"),
              Setting("cifar10", 8, "euclidean"),
              Setting("mnist", 7, "cosine"), Setting("mnist", 5, "cosine"), Setting("mnist", 5, "euclidean")]
-
-
-def cases(k: int, n_cases: int = N_CLASSES, n_classes: int = N_CLASSES) -> list[list[int]]:
-    """The anomaly classes of each test case: case i has [(i + j) % n_classes for j < k] (first n_cases)."""
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k < n_classes:
-        raise ValueError(f"k must be an integer in 1..{n_classes - 1}, got {k!r}")
-    if not 1 <= n_cases <= n_classes:
-        raise ValueError(f"n_cases must be in 1..{n_classes}, got {n_cases!r}")
-    return [[(i + j) % n_classes for j in range(k)] for i in range(n_cases)]
-
-
-def normal_classes(anomalies: list[int], n_classes: int = N_CLASSES) -> list[int]:
-    """The classes that are not anomalies, ascending (their training labels become 0..n−1 in this order)."""
-    return [c for c in range(n_classes) if c not in set(anomalies)]
 
 
 # ----------------------------------------------------------------------------- budgets
@@ -93,20 +84,6 @@ BUDGETS = {
     # data set), 15 epochs on every training image, all 10 cases
     "full": Budget(epochs=15, n_per_class=None, n_cases=N_CLASSES, arch={"cifar10": "resnet18", "mnist": "cnn"}),
 }
-
-
-def fixed_steps(budget: Budget, n_per_class: int, n_normal: int, steps: int) -> Budget:
-    """`budget` with `n_per_class` training images per normal class and the epochs that give `steps` updates.
-
-    For the few-shot ablation: 2 × 50 images fill 4 batches of 32 and 2 × 500 fill 32, so a fixed epoch
-    count would give the small sets 8× fewer optimizer steps. With `steps` fixed every N gets (at least)
-    the same number of updates: epochs = ⌈steps / ⌈n_normal · n_per_class / bs⌉⌉.
-    """
-    for name, v in (("n_per_class", n_per_class), ("n_normal", n_normal), ("steps", steps)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    per_epoch = math.ceil(n_normal * n_per_class / budget.bs)
-    return replace(budget, n_per_class=n_per_class, epochs=math.ceil(steps / per_epoch))
 
 
 # what notebooks 07, 11 and 13 run in each mode: optimizer steps per network (None: the budget's epochs)
@@ -232,7 +209,7 @@ def score_case(data: ImageData, setting: Setting, case_index: int, method: str, 
     run, normal = train_case(data, setting, case_index, method, budget, mixup, head)
     if is_reconstruction(method, head):
         tr = te = None
-        scores = anomaly.reconstruction_scores(run.model, data.x_test)
+        scores = reconstruction_scores(run.model, data.x_test)
     else:
         tr = embed.embeddings(run, normal.x_train)
         te = embed.embeddings(run, data.x_test)
@@ -241,12 +218,6 @@ def score_case(data: ImageData, setting: Setting, case_index: int, method: str, 
     anomalies = case_anomalies(setting, case_index)
     is_anomaly = torch.isin(data.y_test, torch.tensor(anomalies, dtype=data.y_test.dtype))
     return CaseScores(scores, data.y_test, is_anomaly, anomalies, tr, te, run, normal)
-
-
-def class_means(scores: torch.Tensor, y: torch.Tensor, is_anomaly: torch.Tensor) -> list[float]:
-    """Mean score of each class 0..9, divided by the mean over all normal images (NaN for an absent class)."""
-    norm = anomaly.normalize(scores, ~is_anomaly)
-    return [norm[y == c].mean().item() if (y == c).any() else math.nan for c in range(N_CLASSES)]
 
 
 def data_fingerprint(data: ImageData) -> str:
@@ -272,8 +243,7 @@ def run_case(data: ImageData, setting: Setting, case_index: int, method: str, bu
              mixup: float = 0.0, head: tuple | None = None, config: str | None = None) -> list[dict]:
     """The tidy rows of one (method, setting, case, mixup) cell: one per score kind (see `COLUMNS`)."""
     cs = score_case(data, setting, case_index, method, budget, mixup, head)
-    if config is None:
-        config = cell_config(data_fingerprint(data), budget, _spec(method, head), mixup)
+    config = config or cell_config(data_fingerprint(data), budget, _spec(method, head), mixup)
     base = dict(dataset=setting.dataset, k=setting.k, metric=setting.metric, case=case_index,
                 anomaly_classes=" ".join(map(str, cs.anomalies)), method=method, mixup=float(mixup),
                 n_per_class="all" if budget.n_per_class is None else budget.n_per_class,
@@ -346,16 +316,9 @@ def _key_of(setting: Setting, case: int, method: str, mixup: float, budget: Budg
 
 def _configs(data_by_name: dict[str, ImageData], cells: list[tuple], methods: dict, budget: Budget) -> list[str]:
     """The `config` hash of every cell (data fingerprints computed once per data set)."""
-    fps = {name: data_fingerprint(d) for name, d in data_by_name.items()
-           if any(c[0].dataset == name for c in cells)}
-    memo: dict[tuple, str] = {}
-    out = []
-    for setting, _, method, mixup in cells:
-        k = (setting.dataset, method, mixup)
-        if k not in memo:
-            memo[k] = cell_config(fps[setting.dataset], budget, _spec(method, methods[method]), mixup)
-        out.append(memo[k])
-    return out
+    fps = {name: data_fingerprint(d) for name, d in data_by_name.items() if any(c[0].dataset == name for c in cells)}
+    config = functools.cache(lambda dataset, m, a: cell_config(fps[dataset], budget, _spec(m, methods[m]), a))
+    return [config(s.dataset, m, a) for s, _, m, a in cells]
 
 
 def run(data_by_name: dict[str, ImageData], settings: list[Setting], methods: dict | None,

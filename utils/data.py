@@ -70,7 +70,7 @@ class ImageData:
 
     `info` holds anything else a data set knows (e.g. Omniglot's alphabets). Entries named
     `<what>_train` / `<what>_test` that are tensors hold one value per image of that split, and are
-    kept in step by `select`, `per_class`, `merged` and `rotations` (and notebook 09's `hold_out`).
+    kept in step by `select`, `per_class` and `merged` (and by notebook 09's `hold_out` and 10's `rotations`).
     """
     x_train: torch.Tensor
     y_train: torch.Tensor
@@ -89,12 +89,16 @@ class ImageData:
 
     def select(self, classes: list[int], relabel: bool = True) -> "ImageData":
         """Keep only `classes` (e.g. the normal ones); labels become 0..k-1 in that order if `relabel`."""
-        tr, te = select_classes(self.x_train, self.y_train, classes, relabel), \
-            select_classes(self.x_test, self.y_test, classes, relabel)
+        classes = list(classes)
+        tr, te = [torch.isin(y, torch.tensor(classes, dtype=y.dtype)) for y in (self.y_train, self.y_test)]
+        y_train, y_test = self.y_train[tr], self.y_test[te]
+        if relabel:
+            new_label = torch.full((int(max(classes)) + 1,), -1, dtype=torch.int64)
+            new_label[torch.tensor(classes)] = torch.arange(len(classes))
+            y_train, y_test = new_label[y_train], new_label[y_test]
         names = [self.classes[c] for c in classes] if relabel else self.classes
-        keep = [torch.isin(y, torch.tensor(list(classes), dtype=y.dtype)) for y in (self.y_train, self.y_test)]
-        return replace(self, x_train=tr[0], y_train=tr[1], x_test=te[0], y_test=te[1], classes=names,
-                       name=f"{self.name}[{','.join(map(str, classes))}]", info=self._info_at(*keep))
+        return replace(self, x_train=self.x_train[tr], y_train=y_train, x_test=self.x_test[te], y_test=y_test,
+                       classes=names, name=f"{self.name}[{','.join(map(str, classes))}]", info=self._info_at(tr, te))
 
     def per_class(self, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> "ImageData":
         """Subsample at most `n_train` / `n_test` images per class (seeded; None keeps all)."""
@@ -160,19 +164,13 @@ def read_idx(path: str | Path) -> np.ndarray:
     return data.reshape(shape)
 
 
-def _find_file(folder: Path, stem: str) -> Path | None:
-    for cand in (folder / f"{stem}.gz", folder / stem, folder / "raw" / f"{stem}.gz", folder / "raw" / stem):
-        if cand.is_file():
-            return cand
-    return None
-
-
 def read_idx_folder(folder: str | Path) -> tuple[torch.Tensor, ...] | None:
     """The four canonical idx files in `folder` (or `folder/raw`) -> x_train, y_train, x_test, y_test."""
     folder = Path(folder)
     stems = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-    files = [_find_file(folder, s) for s in stems]
+    files = [next((f for f in (folder / f"{s}.gz", folder / s, folder / "raw" / f"{s}.gz", folder / "raw" / s)
+                   if f.is_file()), None) for s in stems]
     if any(f is None for f in files):
         return None
     xtr, ytr, xte, yte = (read_idx(f) for f in files)
@@ -512,8 +510,7 @@ def _read_local(name: str, folder: Path):
         t = read_cifar_pickles(folder)
         if t is not None:
             return t, None
-    got = read_split_folder(folder)
-    return got
+    return read_split_folder(folder)
 
 
 def _files_under(folder: Path) -> list[tuple[str, str]]:
@@ -724,19 +721,6 @@ def load(name: str, root: str | Path | None = None, download: bool = True,
 
 
 # ----------------------------------------------------------------------------- selection
-def select_classes(x: torch.Tensor, y: torch.Tensor, classes: list[int],
-                   relabel: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keep samples whose label is in `classes`; relabel them 0..k-1 in the order given."""
-    classes = list(classes)
-    keep = torch.isin(y, torch.tensor(classes, dtype=y.dtype))
-    x, y = x[keep], y[keep]
-    if relabel:
-        lut = torch.full((int(max(classes)) + 1,), -1, dtype=torch.int64)
-        lut[torch.tensor(classes)] = torch.arange(len(classes))
-        y = lut[y]
-    return x, y
-
-
 def per_class_index(y: torch.Tensor, n: int | None, seed: int = 0) -> torch.Tensor:
     """Indices of at most `n` random samples of every class (seeded), ascending. None: all of them."""
     if n is None:
@@ -784,31 +768,3 @@ def resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return torch.cat([F.interpolate(chunk.float(), size=(height, width), mode="bilinear", antialias=True,
                                     align_corners=False).round().clamp(0, 255).to(torch.uint8)
                       for chunk in x.split(2048)])
-
-
-# ----------------------------------------------------------------------------- unseen classes
-def rotations(data: ImageData) -> ImageData:
-    """Omniglot-style augmentation (Santoro et al. 2016): each image turned by 0°, 90°, 180°, 270°, each a new
-    class r·n + c named "<name>@90" etc. Square images; utils/README.md: the order."""
-    if data.x_train.shape[-1] != data.x_train.shape[-2]:
-        raise ValueError(f"rotations needs square images, got {tuple(data.x_train.shape[-2:])}; "
-                         f"make them square first, e.g. data.resized(s, s)")
-
-    def names(classes: list[str]) -> list[str]:
-        return [c if r == 0 else f"{c}@{90 * r}" for r in range(4) for c in classes]
-
-    def rot(x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([torch.rot90(x, r, dims=(-2, -1)) for r in range(4)])
-
-    n_train = len(data.classes)
-    n_test = len(data.info["test_classes"]) if "test_classes" in data.info else n_train
-    info = dict(data.info)
-    for k in per_image_keys(info):
-        for split in ("train", "test"):
-            info[f"{k}_{split}"] = torch.cat([info[f"{k}_{split}"]] * 4)
-    if "test_classes" in info:
-        info["test_classes"] = names(info["test_classes"])
-    return replace(data, x_train=rot(data.x_train), x_test=rot(data.x_test), info=info, classes=names(data.classes),
-                   y_train=torch.cat([data.y_train + r * n_train for r in range(4)]),
-                   y_test=torch.cat([data.y_test + r * n_test for r in range(4)]),
-                   name=f"{data.name}[rotations]")

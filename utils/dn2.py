@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 
-# ---- defined in notebooks/13_pretrained_features.ipynb, cell 8
+# ---- defined in notebooks/13_pretrained_features.ipynb, cell 10
 def knn_distances(train: torch.Tensor, test: torch.Tensor, k: int = 2, metric: str = "cosine") -> torch.Tensor:
     """DN2's score (Bergman et al. 2020): the mean distance of each test feature to its k nearest normal features."""
     train, test = train.float(), test.float()

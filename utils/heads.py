@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 
-# ---- defined in notebooks/01_softmax_baseline.ipynb, cell 7
+# ---- defined in notebooks/01_softmax_baseline.ipynb, cell 9
 class SoftmaxHead(nn.Module):
     """Plain softmax: logits = W x + b, loss = cross-entropy (the baseline)."""
 

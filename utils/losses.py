@@ -70,7 +70,6 @@ METHODS: dict[str, tuple[str, dict]] = {
 
 # The pair, triplet and episode heads are the lesson cells of notebooks 09-10 (`utils.pair_losses`), the
 # autoencoders' objective that of notebook 11 (`utils.autoencoders`).
-AVERAGES = ("all", "nonzero")   # a pair/triplet loss: mean over all its terms (the papers), or over the non-zero ones (PML)
 RECONSTRUCTION_ERRORS = ("mse", "mae")
 for _name, _cls in (("contrastive", ContrastiveHead), ("triplet", TripletHead), ("siamese", SiameseHead),
                     ("proto", PrototypicalHead), ("reconstruction", ReconstructionHead)):

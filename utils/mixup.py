@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 
-# ---- defined in notebooks/08_few_shot_mixup.ipynb, cell 6
+# ---- defined in notebooks/08_few_shot_mixup.ipynb, cell 9
 def mixup_loss(model: nn.Module, head: nn.Module, xb: torch.Tensor, yb: torch.Tensor,
                alpha: float, g: torch.Generator) -> torch.Tensor:
     """Mixup for any head: mix the images, then mix the two per-sample losses (the head's `reduction`)."""

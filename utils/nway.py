@@ -81,7 +81,7 @@ def summary(accs: dict[str, float]) -> dict[str, float]:
             "min": float(a.min()), "max": float(a.max())}
 
 
-# ---- defined in notebooks/10_one_shot_omniglot.ipynb, cell 20
+# ---- defined in notebooks/10_one_shot_omniglot.ipynb, cell 25
 Embed = Callable[[torch.Tensor], torch.Tensor]
 SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
 

@@ -228,7 +228,7 @@ class SiameseHead(nn.Module):
         return F.binary_cross_entropy_with_logits(self.pair_logits(x1, x2), same)
 
 
-# ---- defined in notebooks/10_one_shot_omniglot.ipynb, cell 15
+# ---- defined in notebooks/10_one_shot_omniglot.ipynb, cell 20
 class PrototypicalHead(nn.Module):
     """Prototypical networks (Snell et al. 2017): each P×K batch is an episode; queries are classified by a softmax
     over −‖f(x) − c_k‖², c_k the mean embedding of class k's support (the first ⌊K/2⌋ images, at least one)."""

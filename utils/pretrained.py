@@ -7,6 +7,7 @@ registered as architectures (`utils.models.ARCHS`). `features` and `FeatureBank`
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib
 import importlib.metadata
@@ -14,13 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import models, train
 from .cache import key as cache_key
-from .dn2 import one_class  # noqa: F401  (notebook 13's lesson cell: DN2's protocol)
 from .data import atomic_save, cache_dir
+from .imagenet_input import imagenet_input  # notebook 13's lesson cell
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def weights_id(net: nn.Module) -> str:
     return h.hexdigest()[:12]
 
 
-_LOADED: dict[str, tuple[dict, str, str]] = {}  # name -> (state dict, where from, weights id): load once
+_LOADED: dict[str, tuple[nn.Module, str, str]] = {}  # name -> (network, where from, weights id): load once
 
 
 def load(name: str, verbose: bool = True) -> tuple[nn.Module, str]:
@@ -116,27 +116,12 @@ def load(name: str, verbose: bool = True) -> tuple[nn.Module, str]:
     spec(name)
     if name not in _LOADED:
         net, where = LOADERS[name]()
-        _LOADED[name] = ({k: v.clone() for k, v in net.state_dict().items()}, where, weights_id(net))
-    state, where, wid = _LOADED[name]
-    net = BARE[name]()
-    net.load_state_dict(state)
+        _LOADED[name] = (net, where, weights_id(net))
+    net, where, wid = _LOADED[name]
     if verbose:
         b = BACKBONES[name]
         print(f"loaded {b.title}: {where}; weights {wid}; input {b.size}×{b.size}, {b.dim}-d features")
-    return net.eval(), wid
-
-
-def _bare_lite0() -> nn.Module:
-    from efficientnet_lite_pytorch import EfficientNet
-    return EfficientNet.from_name("efficientnet-lite0")
-
-
-def _bare_resnet18() -> nn.Module:
-    from torchvision.models import resnet18
-    return resnet18(weights=None)
-
-
-BARE = {"efficientnet_lite0": _bare_lite0, "resnet18_imagenet": _bare_resnet18}  # the architectures, no weights
+    return copy.deepcopy(net).eval(), wid     # a copy: the caller may change it (a trunk drops the classifier)
 
 
 def trunk(name: str, net: nn.Module) -> nn.Module:
@@ -191,21 +176,9 @@ class Pretrained(nn.Module):
             self.trunk.eval()  # batch norm keeps ImageNet's statistics
         return self
 
-    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        """Images -> the backbone's input: float 0..1, three channels, `size`×`size`, normalized."""
-        if x.ndim != 4 or x.shape[1] not in (1, 3):
-            raise ValueError(f"expected images N×1×H×W or N×3×H×W, got shape {tuple(x.shape)}")
-        x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
-        if x.shape[-2:] != (self.size, self.size):
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
-                              antialias=x.shape[-1] > self.size)
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        return ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
-
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The pooled backbone features (`dim`-d), before the embedding layer."""
-        return self.trunk(self.preprocess(x)).mean((2, 3))
+        return self.trunk(imagenet_input(x, self.size, self.mean, self.std)).mean((2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.embed(self.features(x))
@@ -238,7 +211,7 @@ def features(backbone: str, x: torch.Tensor, size: int | None = None, bs: int = 
     """
     net = Pretrained(backbone, size=size, frozen=True, verbose=False)
     meta = torch.tensor([*x.shape, x.element_size(), int(x.is_floating_point())], dtype=torch.int64)
-    key = cache_key(backbone, net.weights, net.size, train.data_fingerprint(x, meta), code=("pretrained.py",))
+    key = cache_key(backbone, net.weights, net.size, train.data_fingerprint(x, meta), code=("pretrained.py", "imagenet_input.py"))
     path = cache_dir() / "features" / f"{backbone}-{net.size}-{key}.pt"
     if cache and path.is_file():
         return torch.load(path, weights_only=True, map_location="cpu")

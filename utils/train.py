@@ -17,6 +17,7 @@ from torch import nn
 
 from . import losses, models
 from .cache import code_text, key as cache_key, source_hash
+from .augment import gaussian_noise, random_affine, random_shift  # notebooks 01, 10 and 11's lesson cells
 from .mixup import mixup_loss  # notebook 08's lesson cell
 from .pair_losses import PKSampler  # notebook 09's lesson cell
 from .data import ImageData, atomic_save, cache_dir
@@ -49,45 +50,6 @@ def choose_precision(device_type: str, capability: tuple[int, int] | None = None
     if capability is None:
         capability = torch.cuda.get_device_capability()
     return (torch.bfloat16, False) if tuple(capability) >= (8, 0) else (torch.float16, True)
-
-
-def random_shift(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
-    """Translate every image by its own random offset in [-pad, pad] pixels (zero fill)."""
-    b, c, h, w = x.shape
-    xp = F.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (b, 1), generator=g, device=g.device).to(x.device)
-    dx = torch.randint(0, 2 * pad + 1, (b, 1), generator=g, device=g.device).to(x.device)
-    rows = (dy + torch.arange(h, device=x.device))[:, :, None]          # b×h×1
-    cols = (dx + torch.arange(w, device=x.device))[:, None, :]          # b×1×w
-    out = xp[torch.arange(b, device=x.device)[:, None, None], :, rows, cols]  # b×h×w×c
-    return out.permute(0, 3, 1, 2)
-
-
-def random_affine(x: torch.Tensor, g: torch.Generator, degrees: float = 10.0, scale: float = 0.1,
-                  shear: float = 0.1, translate: float = 0.1) -> torch.Tensor:
-    """Small random affine distortions, one per image, one batched `grid_sample` (zero fill); our ranges,
-    in the spirit of Koch et al. (2015), not theirs (utils/README.md). uint8 in, float [0, 1] out."""
-    b = x.shape[0]
-    xf = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-
-    def uniform(half: float) -> torch.Tensor:
-        return (torch.rand(b, generator=g, device=g.device).to(x.device) * 2 - 1) * half
-
-    angle, s, sh = uniform(math.radians(degrees)), 1 + uniform(scale), uniform(shear)
-    cos, sin = torch.cos(angle) / s, torch.sin(angle) / s   # output → input coordinates: the inverse map
-    theta = torch.stack([torch.stack([cos, -sin + sh, 2 * uniform(translate)], 1),
-                         torch.stack([sin, cos, 2 * uniform(translate)], 1)], 1)
-    grid = F.affine_grid(theta, list(xf.shape), align_corners=False)
-    return F.grid_sample(xf, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def gaussian_noise(x: torch.Tensor, sigma: float, g: torch.Generator) -> torch.Tensor:
-    """`x` (uint8 0..255 or float 0..1) plus independent N(0, σ²) noise per pixel, clipped to 0..1 (float).
-
-    The corruption of a denoising autoencoder (σ on the 0..1 scale: 0.1 is a tenth of full brightness)."""
-    xf = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-    noise = torch.randn(xf.shape, generator=g, device=g.device).to(xf.device)
-    return (xf + sigma * noise).clamp_(0, 1)
 
 
 def param_groups(model: nn.Module, head: nn.Module, lr: float, wd: float) -> list[dict]:
@@ -255,7 +217,7 @@ class Trained:
     from_cache: bool = False
 
 
-TRAINING_CODE = ("models.py", "heads.py", "losses.py", "pair_losses.py", "mixup.py", "train.py")
+TRAINING_CODE = ("models.py", "cnn.py", "heads.py", "losses.py", "pair_losses.py", "mixup.py", "augment.py", "train.py")
 
 
 def training_code(arch: str, head: str) -> tuple[str, ...]:

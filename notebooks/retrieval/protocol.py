@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from utils.data import select_classes
+from utils.data import ImageData
 from utils.pair_losses import PKSampler
 
 
@@ -33,7 +33,8 @@ def class_split(x: torch.Tensor, y: torch.Tensor, groups: dict[str, list[int]]) 
             seen[c] = name
         if not classes:
             raise ValueError(f"group {name!r} has no classes")
-    return {name: select_classes(x, y, list(classes)) for name, classes in groups.items()}
+    whole = ImageData(x, y, x[:0], y[:0], [str(c) for c in range(int(y.max()) + 1)], "class_split")
+    return {name: (part.x_train, part.y_train) for name, part in ((n, whole.select(list(c))) for n, c in groups.items())}
 
 
 def batches_per_epoch(n: int, bs: int, pk: tuple[int, int] | None) -> int:

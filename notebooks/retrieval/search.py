@@ -63,13 +63,14 @@ def augmented_embeddings(model: torch.nn.Module, images: torch.Tensor, n: int, s
                          affine: dict | None = None, bs: int = 2048) -> torch.Tensor:
     """`n` embeddings of randomly distorted copies of `images` (n × emb_dim, float32, CPU).
 
-    Copy i distorts image i mod len(images) by a random affine map (`utils.train.random_affine`; its
+    Copy i distorts image i mod len(images) by a random affine map (`utils.augment.random_affine`, notebook 10's lesson cell; its
     keyword arguments `affine`, default rotation ±10°, scale ±10 %, shear, shift ±10 %), so a million
     vectors come from a data set of tens of thousands, as new photos of known objects would: close to
     one another, never identical. Batches of `bs` are distorted and embedded one at a time, so the
     images are never held n at once.
     """
-    from utils.train import embed, random_affine
+    from utils.augment import random_affine
+    from utils.train import embed
 
     g = torch.Generator().manual_seed(seed)
     out = []
