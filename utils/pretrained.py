@@ -7,7 +7,6 @@ registered as architectures (`utils.models.ARCHS`). `features` and `FeatureBank`
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import importlib
 import importlib.metadata
@@ -104,24 +103,25 @@ def weights_id(net: nn.Module) -> str:
     return h.hexdigest()[:12]
 
 
-_LOADED: dict[str, tuple[nn.Module, str, str]] = {}  # name -> (network, where from, weights id): load once
+_LOADED: set[str] = set()  # the backbones loaded so far: `Pretrained` announces each one once
 
 
 def load(name: str, verbose: bool = True) -> tuple[nn.Module, str]:
     """The ImageNet-pretrained network `name` (its classifier included), in eval mode, and its weights id.
 
+    Built afresh on every call, so the caller may change it (a trunk drops the classifier). Building it draws
+    from torch's random generator before the weights are loaded, so a layer built next starts from that state.
     Prints what was loaded and from where; raises `BackboneUnavailable` (saying what to do) when the
     package is missing or the weights cannot be downloaded.
     """
     spec(name)
-    if name not in _LOADED:
-        net, where = LOADERS[name]()
-        _LOADED[name] = (net, where, weights_id(net))
-    net, where, wid = _LOADED[name]
+    net, where = LOADERS[name]()
+    wid = weights_id(net)
+    _LOADED.add(name)
     if verbose:
         b = BACKBONES[name]
         print(f"loaded {b.title}: {where}; weights {wid}; input {b.size}×{b.size}, {b.dim}-d features")
-    return copy.deepcopy(net).eval(), wid     # a copy: the caller may change it (a trunk drops the classifier)
+    return net.eval(), wid
 
 
 def trunk(name: str, net: nn.Module) -> nn.Module:

@@ -33,8 +33,10 @@ def class_split(x: torch.Tensor, y: torch.Tensor, groups: dict[str, list[int]]) 
             seen[c] = name
         if not classes:
             raise ValueError(f"group {name!r} has no classes")
+    # all the images as a training split with an empty test split, so that ImageData.select picks and relabels
     whole = ImageData(x, y, x[:0], y[:0], [str(c) for c in range(int(y.max()) + 1)], "class_split")
-    return {name: (part.x_train, part.y_train) for name, part in ((n, whole.select(list(c))) for n, c in groups.items())}
+    parts = {name: whole.select(list(classes)) for name, classes in groups.items()}
+    return {name: (part.x_train, part.y_train) for name, part in parts.items()}
 
 
 def batches_per_epoch(n: int, bs: int, pk: tuple[int, int] | None) -> int:
