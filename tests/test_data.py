@@ -234,7 +234,7 @@ def test_photos_offline_patches_are_seeded_and_disjoint(no_local_data):
 
 
 # ----------------------------------------------------------------------------- selection
-def test_select_classes_relabels_in_given_order():
+def test_select_relabels_in_given_order_and_keeps_class_names():
     x = torch.arange(8).view(8, 1, 1, 1).to(torch.uint8)
     y = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
     d = data.ImageData(x, y, x[:4], y[:4], ["a", "b", "c", "d"], "test")

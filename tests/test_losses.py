@@ -3,7 +3,6 @@ learnable alpha, per-sample reduction, gradients, and Ranjan et al.'s lower boun
 from __future__ import annotations
 
 import math
-import warnings
 
 import pytest
 import torch

@@ -1,7 +1,6 @@
 """Every notebook runs headless in smoke mode and reports sane numbers; committed notebooks are clean."""
 from __future__ import annotations
 
-import ast
 import importlib.util
 import json
 import re

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 from pytorch_metric_learning.distances import CosineSimilarity, LpDistance
